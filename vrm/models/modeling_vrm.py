@@ -1,0 +1,348 @@
+"""The exportable reward model: a transformers encoder, pooling, and a BT or VRM head.
+
+This file imports only torch and transformers, so an export can carry it as remote code for tools
+that never import ``vrm``. Everything here is deterministic inference; the variational training
+objective (Pyro model and guide) lives in :mod:`vrm.models.vrm` and uses these modules.
+
+Shapes: B = sequences, L = tokens, H = encoder hidden size, K = objectives, d = feature size.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+HEADS = ("vrm", "bt")
+POOLINGS = ("last", "mean", "cls")
+PROMPT_REPRS = ("separate", "shared")
+ENCODER_KINDS = ("bidirectional", "decoder")
+
+
+class VRMConfig(PretrainedConfig):
+    """Architecture of a reward model: the encoder's own config plus the head's hyperparameters."""
+
+    model_type = "vrm"
+
+    def __init__(
+        self,
+        encoder_config: dict | None = None,
+        head: str = "vrm",
+        encoder_kind: str = "bidirectional",
+        pooling: str = "mean",
+        prompt_repr: str = "separate",
+        num_objectives: int = 8,
+        feature_dim: int = 16,
+        score_head: str = "linear",
+        head_hidden_dim: int = 128,
+        weight_posterior: str = "prompt",
+        weight_prior: str = "fixed",
+        prior_concentration: float = 1.0,
+        concentration_eps: float = 1e-3,
+        concentration_min: float = 1e-2,
+        concentration_max: float = 1e3,
+        use_weight_latent: bool = True,
+        use_feature_latent: bool = True,
+        max_length: int = 512,
+        truncation: str = "truncate_prompt_left",
+        use_chat_template: bool = True,
+        num_labels: int = 1,
+        **kwargs,
+    ):
+        self.encoder_config = encoder_config or {}
+        self.head = head
+        self.encoder_kind = encoder_kind
+        self.pooling = pooling
+        self.prompt_repr = prompt_repr
+        self.num_objectives = num_objectives
+        self.feature_dim = feature_dim
+        self.score_head = score_head
+        self.head_hidden_dim = head_hidden_dim
+        self.weight_posterior = weight_posterior
+        self.weight_prior = weight_prior
+        self.prior_concentration = prior_concentration
+        self.concentration_eps = concentration_eps
+        self.concentration_min = concentration_min
+        self.concentration_max = concentration_max
+        self.use_weight_latent = use_weight_latent
+        self.use_feature_latent = use_feature_latent
+        # How (prompt, response) become ids (vrm.data.tokenize.PairEncoder), so scorers tokenise as training did.
+        self.max_length = max_length
+        self.truncation = truncation
+        self.use_chat_template = use_chat_template
+        super().__init__(num_labels=num_labels, **kwargs)
+        self.validate_architecture()
+
+    def validate_architecture(self) -> None:
+        """Raise ValueError naming the first impossible setting."""
+        checks = [
+            (self.head in HEADS, "head", self.head, HEADS),
+            (self.pooling in POOLINGS, "pooling", self.pooling, POOLINGS),
+            (self.prompt_repr in PROMPT_REPRS, "prompt_repr", self.prompt_repr, PROMPT_REPRS),
+            (self.encoder_kind in ENCODER_KINDS, "encoder_kind", self.encoder_kind, ENCODER_KINDS),
+            (self.score_head in ("linear", "mlp"), "score_head", self.score_head, ("linear", "mlp")),
+            (self.weight_posterior in ("prompt", "pair"), "weight_posterior", self.weight_posterior,
+             ("prompt", "pair")),
+            (self.weight_prior in ("fixed", "learned"), "weight_prior", self.weight_prior, ("fixed", "learned")),
+        ]
+        for ok, key, value, allowed in checks:
+            if not ok:
+                raise ValueError(f"{key}={value!r} is not one of {allowed}")
+        if self.num_objectives < 1 or self.feature_dim < 1:
+            raise ValueError(
+                f"num_objectives={self.num_objectives} and feature_dim={self.feature_dim} must be positive")
+        if self.weight_posterior == "pair" and self.weight_prior != "learned":
+            raise ValueError("weight_posterior='pair' needs weight_prior='learned': at scoring time the "
+                             "responses' outcome is unknown, so the prompt-conditioned prior scores instead")
+        if self.prompt_repr == "shared" and self.encoder_kind != "decoder":
+            raise ValueError("prompt_repr='shared' reads h(x) at the last prompt token, which is only the "
+                             "prompt's own representation in a decoder-only (causal) encoder")
+        if self.prior_concentration <= 0:
+            raise ValueError(f"prior_concentration={self.prior_concentration} must be > 0")
+
+    @property
+    def use_token_types(self) -> bool:
+        """Whether the encoder has segment (token type) embeddings to mark prompt vs response."""
+        return int(self.encoder_config.get("type_vocab_size", 0) or 0) > 1
+
+    @property
+    def scores_from_prior(self) -> bool:
+        """Whether E[w | x] at scoring time comes from the prior network (pair posterior)."""
+        return self.weight_posterior == "pair"
+
+
+def first_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the first non-padding token; works for left and right padding."""
+    return attention_mask.long().argmax(dim=1)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the last non-padding token; works for left and right padding."""
+    length = attention_mask.shape[1]
+    return length - 1 - attention_mask.long().flip(dims=[1]).argmax(dim=1)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool (B, L, H) hidden states over the non-padding tokens into (B, H)."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if mode == "last":
+        return hidden[rows, last_token_index(attention_mask)]
+    if mode == "cls":
+        return hidden[rows, first_token_index(attention_mask)]
+    if mode == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    raise ValueError(f"pooling={mode!r} is not one of {POOLINGS}")
+
+
+def prompt_slice(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_lengths: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None):
+    """Cut the prompt prefix (its first ``prompt_lengths`` real tokens) out of full sequences.
+
+    Returns right-padded (input_ids, attention_mask, token_type_ids) of the prompts alone, exactly the
+    tokens the prompt was encoded to on its own.
+    """
+    start = first_token_index(attention_mask)
+    width = int(prompt_lengths.max())
+    offsets = torch.arange(width, device=input_ids.device)
+    positions = (start.unsqueeze(1) + offsets).clamp(max=input_ids.shape[1] - 1)
+    mask = (offsets.unsqueeze(0) < prompt_lengths.unsqueeze(1)).to(attention_mask.dtype)
+    ids = input_ids.gather(1, positions) * mask
+    types = None if token_type_ids is None else token_type_ids.gather(1, positions) * mask
+    return ids, mask, types
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+
+@dataclass
+class VRMHeadOutput:
+    """Deterministic head quantities for a batch of (prompt, response) representations."""
+
+    reward: torch.Tensor  # (B,)
+    weights: torch.Tensor | None = None  # (B, K) E[w | x]
+    objective_scores: torch.Tensor | None = None  # (B, K) g(mu_z)
+
+
+class VRMHead(nn.Module):
+    """Inference networks and score head of the VRM (the Pyro program uses the same modules)."""
+
+    def __init__(self, config: VRMConfig, hidden_size: int):
+        super().__init__()
+        self.config = config
+        k, d, hid = config.num_objectives, config.feature_dim, config.head_hidden_dim
+        posterior_in = hidden_size * (3 if config.weight_posterior == "pair" else 1)
+        self.weight_posterior = _mlp(posterior_in, hid, k)
+        self.weight_prior = _mlp(hidden_size, hid, k) if config.weight_prior == "learned" else None
+        self.feature_posterior = nn.Linear(hidden_size, 2 * d)
+        self.score_head = nn.Linear(d, k) if config.score_head == "linear" else _mlp(d, hid, k)
+
+    def concentration(self, logits: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        return (F.softplus(logits) + c.concentration_eps).clamp(c.concentration_min, c.concentration_max)
+
+    def posterior_concentration(self, h_x: torch.Tensor, h_chosen: torch.Tensor | None = None,
+                                h_rejected: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K) alpha_q: from the prompt, or (pair posterior) from prompt and both responses."""
+        if self.config.weight_posterior == "pair":
+            return self.concentration(self.weight_posterior(torch.cat([h_x, h_chosen, h_rejected], dim=-1)))
+        return self.concentration(self.weight_posterior(h_x))
+
+    def prior_concentration(self, h_x: torch.Tensor) -> torch.Tensor:
+        """(B, K) alpha_p: fixed symmetric alpha0, or the prompt-conditioned prior network."""
+        if self.weight_prior is not None:
+            return self.concentration(self.weight_prior(h_x))
+        k = self.config.num_objectives
+        return h_x.new_full((h_x.shape[0], k), float(self.config.prior_concentration))
+
+    def scoring_weights(self, h_x: torch.Tensor) -> torch.Tensor:
+        """(B, K) E[w | x] used at scoring time (uniform when the weight latent is ablated)."""
+        if not self.config.use_weight_latent:
+            k = self.config.num_objectives
+            return h_x.new_full((h_x.shape[0], k), 1.0 / k)
+        alpha = self.prior_concentration(h_x) if self.config.scores_from_prior else \
+            self.posterior_concentration(h_x)
+        return alpha / alpha.sum(dim=-1, keepdim=True)
+
+    def feature_posterior_params(self, h_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, d) mean and (B, d) standard deviation of q(z | x, y)."""
+        mu, raw_scale = self.feature_posterior(h_xy).chunk(2, dim=-1)
+        return mu, F.softplus(raw_scale) + 1e-4
+
+    def forward(self, h_xy: torch.Tensor, h_x: torch.Tensor) -> VRMHeadOutput:
+        weights = self.scoring_weights(h_x)
+        mu, _ = self.feature_posterior_params(h_xy)
+        scores = self.score_head(mu)
+        return VRMHeadOutput(reward=(weights * scores).sum(-1), weights=weights, objective_scores=scores)
+
+    def sample_rewards(self, h_xy: torch.Tensor, h_x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """(S, B) rewards with w and z drawn from the posterior (prior net for a pair posterior)."""
+        alpha = self.prior_concentration(h_x) if self.config.scores_from_prior else \
+            self.posterior_concentration(h_x)
+        mu, sigma = self.feature_posterior_params(h_xy)
+        w = torch.distributions.Dirichlet(alpha).sample((num_samples,))
+        if not self.config.use_weight_latent:
+            w = torch.full_like(w, 1.0 / w.shape[-1])
+        z = torch.distributions.Normal(mu, sigma).sample((num_samples,)) if self.config.use_feature_latent \
+            else mu.expand(num_samples, *mu.shape)
+        return (w * self.score_head(z)).sum(-1)
+
+
+class BTHead(nn.Module):
+    """The plain Bradley-Terry head: a linear map of the pooled representation to a scalar."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.score = nn.Linear(hidden_size, 1)
+
+    def forward(self, h_xy: torch.Tensor, h_x: torch.Tensor | None = None) -> VRMHeadOutput:
+        return VRMHeadOutput(reward=self.score(h_xy).squeeze(-1))
+
+
+@dataclass
+class RewardModelOutput(SequenceClassifierOutput):
+    """``logits`` (B, 1) is the deterministic reward; VRM extras are filled when asked for."""
+
+    objective_scores: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    reward_std: torch.Tensor | None = None
+
+
+def build_encoder(encoder_config: dict) -> PreTrainedModel:
+    """A randomly initialised encoder from its config dict (weights come from the checkpoint)."""
+    config_dict = dict(encoder_config)
+    model_type = config_dict.pop("model_type", None)
+    if model_type is None:
+        raise ValueError("encoder_config has no 'model_type'")
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **config_dict))
+
+
+class VRMForSequenceClassification(PreTrainedModel):
+    """Reward model with the ``...ForSequenceClassification`` contract: ``logits`` of shape (B, 1).
+
+    Inputs are full (prompt + response) sequences. ``prompt_lengths`` (B,) gives how many leading real
+    tokens are the prompt; when absent it is read from ``token_type_ids`` (segment 0) if the encoder
+    has them, and otherwise the whole sequence stands for the prompt (documented approximation for
+    callers that cannot split).
+    """
+
+    config_class = VRMConfig
+    base_model_prefix = "encoder"
+    supports_gradient_checkpointing = True
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: VRMConfig, encoder: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else build_encoder(config.encoder_config)
+        hidden = self.encoder.config.hidden_size
+        self.head = VRMHead(config, hidden) if config.head == "vrm" else BTHead(hidden)
+        self._takes_position_ids = "position_ids" in inspect.signature(self.encoder.forward).parameters
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear) and not any(module is m for m in self.encoder.modules()):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @property
+    def needs_prompt(self) -> bool:
+        return self.config.head == "vrm"
+
+    def _hidden(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        if self._takes_position_ids:
+            # Positions count real tokens only, so left and right padding give the same representation.
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self.encoder(**kwargs).last_hidden_state
+
+    def representations(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None,
+                        num_prompts: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pooled h(x, y) for every row (N, H) and h(x) for the first ``num_prompts`` rows (M, H).
+
+        Pairs put chosen rows first and rejected rows after, so h(x) is needed for the first half only.
+        """
+        num_prompts = input_ids.shape[0] if num_prompts is None else num_prompts
+        hidden = self._hidden(input_ids, attention_mask, token_type_ids)
+        h_xy = pool(hidden, attention_mask, self.config.pooling)
+        if not self.needs_prompt:
+            return h_xy, None
+        if prompt_lengths is None and token_type_ids is not None:
+            prompt_lengths = ((token_type_ids == 0) & attention_mask.bool()).sum(dim=1)
+        if prompt_lengths is None:
+            return h_xy, h_xy[:num_prompts]
+        prompt_lengths = prompt_lengths[:num_prompts]
+        if self.config.prompt_repr == "shared":
+            rows = torch.arange(num_prompts, device=hidden.device)
+            end = first_token_index(attention_mask[:num_prompts]) + prompt_lengths - 1
+            return h_xy, hidden[rows, end]
+        ids, mask, types = prompt_slice(input_ids[:num_prompts], attention_mask[:num_prompts], prompt_lengths,
+                                        None if token_type_ids is None else token_type_ids[:num_prompts])
+        prompt_mode = "last" if self.config.encoder_kind == "decoder" else self.config.pooling
+        return h_xy, pool(self._hidden(ids, mask, types), mask, prompt_mode)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
+                return_details: bool = False, num_samples: int = 0, return_dict: bool | None = None,
+                **unused) -> RewardModelOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        h_xy, h_x = self.representations(input_ids, attention_mask, token_type_ids, prompt_lengths)
+        out = self.head(h_xy, h_x)
+        reward_std = None
+        if num_samples > 0 and self.config.head == "vrm":
+            reward_std = self.head.sample_rewards(h_xy, h_x, num_samples).std(dim=0)
+        return RewardModelOutput(
+            logits=out.reward.unsqueeze(-1),
+            objective_scores=out.objective_scores if return_details else None,
+            weights=out.weights if return_details else None,
+            reward_std=reward_std,
+        )

@@ -1,0 +1,199 @@
+"""Training objectives over pooled representations: Bradley-Terry and the VRM negative ELBO.
+
+Both take h(x) (B, H), h(x, y+) (B, H), h(x, y-) (B, H) and return a :class:`ObjectiveOutput` whose
+``loss`` is the mean over pairs. The VRM objective is a Pyro program (``model`` and ``guide`` with
+``pyro.plate`` over pairs, sample sites ``w``, ``z_chosen``, ``z_rejected`` and the observed
+``preference``), and its loss is a Pyro ELBO's ``differentiable_loss``, so Lightning owns the optimizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer import TraceMeanField_ELBO
+from torch import nn
+
+from vrm.models.modeling_vrm import BTHead, VRMHead
+
+#: Sample-site names, defined once for model and guide.
+SITE_W, SITE_Z_CHOSEN, SITE_Z_REJECTED, SITE_PREFERENCE = "w", "z_chosen", "z_rejected", "preference"
+PLATE = "pairs"
+#: poutine.scale refuses a scale of 0, so annealed KL weights start from this floor.
+KL_SCALE_FLOOR = 1e-6
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: torch.Tensor  # scalar, mean over pairs
+    reward_chosen: torch.Tensor  # (B,) deterministic rewards
+    reward_rejected: torch.Tensor  # (B,)
+    #: Extra scalar terms to log (already means over pairs).
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: (B, K) E[w | x] (VRM only), for logging the entropy and for evaluation.
+    weights: torch.Tensor | None = None
+
+
+def centering_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> torch.Tensor:
+    """Mean of (r+ + r-)^2 on the deterministic rewards (TRL's ``center_rewards_coefficient`` term)."""
+    return ((reward_chosen + reward_rejected) ** 2).mean()
+
+
+class BTObjective(nn.Module):
+    """-log sigmoid(r+ - r-) (+ optional reward centering)."""
+
+    def __init__(self, head: BTHead, center_coef: float = 0.0, tau: float = 1.0):
+        super().__init__()
+        self.head, self.center_coef, self.tau = head, center_coef, tau
+
+    def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0, aspects=None) -> ObjectiveOutput:
+        r_pos, r_neg = self.head(h_chosen).reward, self.head(h_rejected).reward
+        nll = -F.logsigmoid((r_pos - r_neg) / self.tau).mean()
+        loss = nll
+        terms = {"nll": nll}
+        if self.center_coef:
+            terms["center"] = centering_loss(r_pos, r_neg)
+            loss = loss + self.center_coef * terms["center"]
+        return ObjectiveOutput(loss, r_pos, r_neg, {k: v.detach() for k, v in terms.items()})
+
+
+def annealed(beta: float, progress: float) -> float:
+    """Linear KL annealing: beta * progress, floored at :data:`KL_SCALE_FLOOR` (progress in [0, 1])."""
+    return max(beta * min(max(progress, 0.0), 1.0), KL_SCALE_FLOOR)
+
+
+def dirichlet_entropy_of_mean(weights: torch.Tensor) -> torch.Tensor:
+    """(B,) Shannon entropy of the weight vectors E[w | x]."""
+    return -(weights * weights.clamp_min(1e-12).log()).sum(-1)
+
+
+class VRMObjective(nn.Module):
+    """Negative ELBO of the spec, per pair:
+
+        -E_q[log sigmoid((r+ - r-) / tau)] + beta_w KL(q(w) || p(w)) + beta_z (KL(q(z+)||p(z)) + KL(q(z-)||p(z)))
+        + lambda_aspect L_aspect + lambda_center (r+ + r-)^2
+
+    The KL terms are analytic (TraceMeanField_ELBO), the expectation is a Monte Carlo average over
+    ``num_samples`` reparameterised, vectorised particles. The aspect and centering terms are
+    deterministic functions of the posterior means, added outside the Pyro program.
+    """
+
+    def __init__(self, head: VRMHead, *, num_samples: int = 4, beta_w: float = 0.05, beta_z: float = 0.05,
+                 tau: float = 1.0, center_coef: float = 0.0, aspect_coef: float = 1.0, aspect_loss: str = "bt"):
+        super().__init__()
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples} must be >= 1")
+        if min(beta_w, beta_z) < 0:
+            raise ValueError(f"beta_w={beta_w} and beta_z={beta_z} must be >= 0")
+        if tau <= 0:
+            raise ValueError(f"tau={tau} must be > 0")
+        if aspect_loss not in ("bt", "mse"):
+            raise ValueError(f"aspect_loss={aspect_loss!r} is not one of ('bt', 'mse')")
+        self.head = head
+        self.beta_w, self.beta_z, self.tau = beta_w, beta_z, tau
+        self.center_coef, self.aspect_coef, self.aspect_loss = center_coef, aspect_coef, aspect_loss
+        self.num_samples = num_samples
+        self.elbo = TraceMeanField_ELBO(num_particles=num_samples, vectorize_particles=True,
+                                        max_plate_nesting=1)
+
+    @property
+    def config(self):
+        return self.head.config
+
+    # -- the Pyro program -----------------------------------------------------------------------
+    def _reward(self, w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return (w * self.head.score_head(z)).sum(-1)
+
+    def model(self, h_x, h_chosen, h_rejected, scale_w: float, scale_z: float):
+        cfg, n = self.config, h_x.shape[0]
+        d = cfg.feature_dim
+        with pyro.plate(PLATE, n):
+            if cfg.use_weight_latent:
+                with poutine.scale(scale=scale_w):
+                    w = pyro.sample(SITE_W, dist.Dirichlet(self.head.prior_concentration(h_x)))
+            else:
+                w = h_x.new_full((n, cfg.num_objectives), 1.0 / cfg.num_objectives)
+            if cfg.use_feature_latent:
+                prior_z = dist.Normal(h_x.new_zeros(n, d), h_x.new_ones(n, d)).to_event(1)
+                with poutine.scale(scale=scale_z):
+                    z_pos = pyro.sample(SITE_Z_CHOSEN, prior_z)
+                    z_neg = pyro.sample(SITE_Z_REJECTED, prior_z)
+            else:
+                z_pos = self.head.feature_posterior_params(h_chosen)[0]
+                z_neg = self.head.feature_posterior_params(h_rejected)[0]
+            logits = (self._reward(w, z_pos) - self._reward(w, z_neg)) / self.tau
+            pyro.sample(SITE_PREFERENCE, dist.Bernoulli(logits=logits), obs=torch.ones_like(logits))
+
+    def guide(self, h_x, h_chosen, h_rejected, scale_w: float, scale_z: float):
+        cfg, n = self.config, h_x.shape[0]
+        with pyro.plate(PLATE, n):
+            if cfg.use_weight_latent:
+                with poutine.scale(scale=scale_w):
+                    pyro.sample(SITE_W, dist.Dirichlet(self.head.posterior_concentration(h_x, h_chosen, h_rejected)))
+            if cfg.use_feature_latent:
+                with poutine.scale(scale=scale_z):
+                    for site, h in ((SITE_Z_CHOSEN, h_chosen), (SITE_Z_REJECTED, h_rejected)):
+                        mu, sigma = self.head.feature_posterior_params(h)
+                        pyro.sample(site, dist.Normal(mu, sigma).to_event(1))
+
+    # -- analytic terms for logging -------------------------------------------------------------
+    def kl_terms(self, h_x, h_chosen, h_rejected) -> dict[str, torch.Tensor]:
+        """Mean-over-pairs KL(q(w)||p(w)) and KL(q(z+)||p(z)) + KL(q(z-)||p(z)) (unweighted)."""
+        terms = {}
+        if self.config.use_weight_latent:
+            q_w = dist.Dirichlet(self.head.posterior_concentration(h_x, h_chosen, h_rejected))
+            p_w = dist.Dirichlet(self.head.prior_concentration(h_x))
+            terms["kl_w"] = torch.distributions.kl_divergence(q_w, p_w).mean()
+        if self.config.use_feature_latent:
+            kl_z = 0.0
+            for h in (h_chosen, h_rejected):
+                mu, sigma = self.head.feature_posterior_params(h)
+                kl_z = kl_z + (0.5 * (sigma ** 2 + mu ** 2 - 1.0) - sigma.log()).sum(-1)
+            terms["kl_z"] = kl_z.mean()
+        return terms
+
+    def aspect_term(self, h_chosen, h_rejected, aspects: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """L_aspect on g_k(mu_z) for the first A objectives; unrated (NaN) aspects are ignored."""
+        a_pos, a_neg = aspects  # (B, A) each, NaN where missing
+        num_aspects = a_pos.shape[-1]
+        if num_aspects > self.config.num_objectives:
+            raise ValueError(f"{num_aspects} rated aspects but only num_objectives={self.config.num_objectives}")
+        s_pos = self.head.score_head(self.head.feature_posterior_params(h_chosen)[0])[:, :num_aspects]
+        s_neg = self.head.score_head(self.head.feature_posterior_params(h_rejected)[0])[:, :num_aspects]
+        if self.aspect_loss == "mse":
+            terms = [(s - a) ** 2 for s, a in ((s_pos, a_pos), (s_neg, a_neg))]
+            valid = [~torch.isnan(a) for a in (a_pos, a_neg)]
+            total = sum(torch.where(v, t, torch.zeros_like(t)).sum() for t, v in zip(terms, valid))
+            count = sum(v.sum() for v in valid)
+            return total / count.clamp_min(1)
+        valid = ~torch.isnan(a_pos) & ~torch.isnan(a_neg) & (a_pos != a_neg)
+        sign = torch.sign(torch.nan_to_num(a_pos - a_neg))
+        loss = -F.logsigmoid(sign * (s_pos - s_neg))
+        return torch.where(valid, loss, torch.zeros_like(loss)).sum() / valid.sum().clamp_min(1)
+
+    def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0,
+                aspects: tuple[torch.Tensor, torch.Tensor] | None = None) -> ObjectiveOutput:
+        n = h_x.shape[0]
+        scale_w, scale_z = annealed(self.beta_w, progress), annealed(self.beta_z, progress)
+        loss = self.elbo.differentiable_loss(self.model, self.guide, h_x, h_chosen, h_rejected,
+                                             scale_w, scale_z) / n
+        terms = self.kl_terms(h_x, h_chosen, h_rejected)
+        # The ELBO is exactly the MC likelihood term plus the scaled analytic KLs; recover the former.
+        terms["nll"] = loss.detach() - scale_w * terms.get("kl_w", 0.0) - scale_z * terms.get("kl_z", 0.0)
+        out_pos, out_neg = self.head(h_chosen, h_x), self.head(h_rejected, h_x)
+        r_pos, r_neg = out_pos.reward, out_neg.reward
+        if self.center_coef:
+            terms["center"] = centering_loss(r_pos, r_neg)
+            loss = loss + self.center_coef * terms["center"]
+        if aspects is not None and aspects[0].shape[-1] > 0 and self.aspect_coef:
+            terms["aspect"] = self.aspect_term(h_chosen, h_rejected, aspects)
+            loss = loss + self.aspect_coef * terms["aspect"]
+        terms["entropy_w"] = dirichlet_entropy_of_mean(out_pos.weights).mean()
+        terms["beta_w"] = torch.tensor(scale_w)
+        terms["beta_z"] = torch.tensor(scale_z)
+        terms = {k: v.detach() if torch.is_tensor(v) else v for k, v in terms.items()}
+        return ObjectiveOutput(loss, r_pos, r_neg, terms, weights=out_pos.weights)

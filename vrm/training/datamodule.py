@@ -1,0 +1,180 @@
+"""The LightningDataModule: canonical preference pairs -> tokenised, padded pair batches.
+
+Tokenisation runs through ``datasets.map`` with an explicit cache file keyed by the split's fingerprint
+and every setting that changes the ids, so a second run with the same data and encoder reads the
+tokens from disk instead of tokenising again. Over-long pairs follow the configured policy and are
+counted and reported (``truncation_report``), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from vrm.data.config import DataConfig
+from vrm.data.loading import PreferenceData, load_preference_data
+from vrm.data.tokenize import PairEncoder, TruncationStats
+
+log = logging.getLogger(__name__)
+
+TRAIN, VALIDATION, TEST, SHIFTED = "train", "validation", "test", "shifted"
+#: Splits evaluated by ``trainer.test``, in order, when present.
+TEST_SPLITS = (TEST, SHIFTED)
+SIDES = ("chosen", "rejected")
+
+
+def cache_dir() -> Path:
+    """Where tokenised splits are cached (``VRM_CACHE`` or ``~/.cache/vrm``)."""
+    return Path(os.environ.get("VRM_CACHE", Path.home() / ".cache" / "vrm")) / "tokenized"
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of what decides the token ids: vocabulary, special tokens and chat template."""
+    h = hashlib.sha256()
+    h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(repr(tokenizer.all_special_tokens).encode())
+    h.update(str(getattr(tokenizer, "chat_template", None)).encode())
+    h.update(type(tokenizer).__name__.encode())
+    return h.hexdigest()[:16]
+
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Loads the configured preference data and serves batches of pairs (chosen rows, then rejected rows)."""
+
+    def __init__(self, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, encoder_kind: str,
+                 use_token_types: bool, use_chat_template: bool = True, output_dir: str | None = None,
+                 seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.output_dir = output_dir
+        self.seed = seed
+        self.pair_encoder = PairEncoder(tokenizer, encoder_kind, cfg.max_length, cfg.truncation,
+                                        use_token_types, use_chat_template)
+        self.use_token_types = use_token_types
+        self.data: PreferenceData | None = None
+        self.splits: dict[str, datasets.Dataset] = {}
+        self.truncation_report: dict[str, str] = {}
+        self._settings_key = "|".join(map(str, (
+            tokenizer_fingerprint(tokenizer), encoder_kind, cfg.max_length, cfg.truncation, use_token_types,
+            self.pair_encoder.use_chat_template, 2)))
+
+    # -- data preparation -------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        self.data = load_preference_data(self.cfg, self.output_dir)
+        for name, split in self.data.splits.items():
+            self.splits[name] = self._tokenize(name, split)
+        if TRAIN not in self.splits:
+            raise ValueError(f"the data has no '{TRAIN}' split (splits: {sorted(self.splits)})")
+
+    @property
+    def aspect_names(self) -> list[str]:
+        return self.data.aspect_names if self.data is not None else []
+
+    def _encode_batch(self, batch: dict) -> dict:
+        out: dict[str, list] = {}
+        for side in SIDES:
+            encoded = [self.pair_encoder.encode(p, r) for p, r in zip(batch["prompt"], batch[side])]
+            out[f"{side}_input_ids"] = [e.input_ids for e in encoded]
+            out[f"{side}_prompt_length"] = [e.prompt_length for e in encoded]
+            out[f"{side}_truncated"] = [e.truncated for e in encoded]
+            if self.use_token_types:
+                out[f"{side}_token_type_ids"] = [e.token_type_ids for e in encoded]
+        return out
+
+    def _tokenize(self, name: str, split: datasets.Dataset) -> datasets.Dataset:
+        fingerprint = hashlib.sha256(f"{split._fingerprint}|{self._settings_key}".encode()).hexdigest()[:16]
+        path = cache_dir() / f"{name}-{fingerprint}.arrow"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tokenized = split.map(self._encode_batch, batched=True, batch_size=256, cache_file_name=str(path),
+                              new_fingerprint=fingerprint, load_from_cache_file=True,
+                              desc=f"Tokenizing {name}")
+        stats = TruncationStats()
+        dropped = []
+        for i, (c, r) in enumerate(zip(tokenized["chosen_truncated"], tokenized["rejected_truncated"])):
+            stats.add(c)
+            stats.add(r)
+            if "dropped" in (c, r):
+                dropped.append(i)
+        report = stats.summary(self.cfg.max_length, self.cfg.truncation)
+        if dropped:
+            report += f"; {len(dropped)} pairs dropped"
+            keep = sorted(set(range(len(tokenized))) - set(dropped))
+            tokenized = tokenized.select(keep)
+        self.truncation_report[name] = report
+        log.info("%s: %d pairs; %s", name, len(tokenized), report)
+        return tokenized
+
+    # -- batching ---------------------------------------------------------------------------------
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """Right-padded (2B, L) ids and masks with the B chosen rows first, prompt lengths, aspects."""
+        seqs = [r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows]
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "prompt_lengths": torch.tensor([r["chosen_prompt_length"] for r in rows]
+                                           + [r["rejected_prompt_length"] for r in rows]),
+        }
+        if self.use_token_types:
+            types = torch.zeros_like(ids)
+            tts = [r["chosen_token_type_ids"] for r in rows] + [r["rejected_token_type_ids"] for r in rows]
+            for i, t in enumerate(tts):
+                types[i, :len(t)] = torch.tensor(t)
+            batch["token_type_ids"] = types
+        if rows and rows[0].get("aspects_chosen"):
+            batch["aspects_chosen"] = self._aspects(rows, "aspects_chosen")
+            batch["aspects_rejected"] = self._aspects(rows, "aspects_rejected")
+        return batch
+
+    @staticmethod
+    def _aspects(rows: list[dict], key: str) -> torch.Tensor:
+        """(B, A) ratings, NaN where missing."""
+        return torch.tensor([[float("nan") if v is None else v for v in r[key]] for r in rows],
+                            dtype=torch.float32)
+
+    def _loader(self, split: datasets.Dataset, train: bool) -> DataLoader:
+        columns = [c for c in split.column_names if c.endswith(("_input_ids", "_prompt_length", "_token_type_ids"))
+                   or c.startswith("aspects_")]
+        split = split.select_columns(columns)
+        batch_size = self.cfg.batch_size if train else self.cfg.eval_batch_size
+        generator = torch.Generator().manual_seed(self.seed)
+        sampler = None
+        if train and self.cfg.group_by_length:
+            lengths = [max(a, b) for a, b in zip(map(len, split["chosen_input_ids"]),
+                                                 map(len, split["rejected_input_ids"]))]
+            sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        return DataLoader(split, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                          generator=generator if train else None, collate_fn=self.collate,
+                          num_workers=self.cfg.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits[TRAIN], train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        split = self.splits.get(VALIDATION)
+        return self._loader(split, train=False) if split is not None else []
+
+    @property
+    def test_split_names(self) -> list[str]:
+        return [s for s in TEST_SPLITS if s in self.splits]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.splits[s], train=False) for s in self.test_split_names]
