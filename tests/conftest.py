@@ -7,15 +7,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
-
 import pytest  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from vrm.cli import CONFIG_DIR  # noqa: E402
-from vrm.config import register_configs  # noqa: E402
+from vrm.training.compose import compose_config as compose_train  # noqa: E402, F401
 
 #: Overrides that make any training config tiny and fast.
 TINY_OVERRIDES = [
@@ -37,18 +32,6 @@ TINY_OVERRIDES = [
 def _isolated_cache(tmp_path_factory):
     """Tokenisation cache in a temporary folder, never the user's."""
     os.environ["VRM_CACHE"] = str(tmp_path_factory.mktemp("vrm_cache"))
-
-
-def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
-    """Compose the real ``conf/train.yaml`` with overrides, writing into ``output_dir``."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir / "logs")
-    return cfg
 
 
 @pytest.fixture

@@ -6,14 +6,11 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from omegaconf.errors import OmegaConfBaseException
 
 from vrm.config import register_configs
-
-#: The Hydra config tree shipped with the repository (editable install).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+from vrm.training.compose import CONFIG_DIR
 
 log = logging.getLogger("vrm")
 

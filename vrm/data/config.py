@@ -19,7 +19,7 @@ class SyntheticConfig:
     spurious_corr_test: float = 0.9
     spurious_corr_shifted: float = 0.1
     #: Bradley-Terry temperature of the synthetic labeller (lower = less label noise).
-    label_temperature: float = 0.25
+    label_temperature: float = 0.15
 
 
 @dataclass
@@ -46,6 +46,10 @@ class DataConfig:
     on_bad_row: str = "error"
     #: How UltraFeedback's rated completions become pairs: best_vs_random | best_vs_worst | all_pairs.
     pairing: str = "best_vs_random"
+    #: What ranks UltraFeedback's completions: mean_aspects (mean of the aspect ratings) | overall_score.
+    rank_by: str = "mean_aspects"
+    #: Names of the per-aspect ratings that rows of your own files carry (empty: aspect_0, aspect_1, ...).
+    aspect_names: list[str] = field(default_factory=list)
     #: Tokens per (prompt, response) sequence.
     max_length: int = 64
     #: Over-long pairs: truncate_prompt_left | truncate_response | drop (always counted and reported).

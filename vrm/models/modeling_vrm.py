@@ -48,7 +48,7 @@ class VRMConfig(PretrainedConfig):
         concentration_max: float = 1e3,
         use_weight_latent: bool = True,
         use_feature_latent: bool = True,
-        max_length: int = 512,
+        max_sequence_length: int = 512,
         truncation: str = "truncate_prompt_left",
         use_chat_template: bool = True,
         num_labels: int = 1,
@@ -72,7 +72,7 @@ class VRMConfig(PretrainedConfig):
         self.use_weight_latent = use_weight_latent
         self.use_feature_latent = use_feature_latent
         # How (prompt, response) become ids (vrm.data.tokenize.PairEncoder), so scorers tokenise as training did.
-        self.max_length = max_length
+        self.max_sequence_length = max_sequence_length
         self.truncation = truncation
         self.use_chat_template = use_chat_template
         super().__init__(num_labels=num_labels, **kwargs)
@@ -235,11 +235,14 @@ class VRMHead(nn.Module):
 
 
 class BTHead(nn.Module):
-    """The plain Bradley-Terry head: a linear map of the pooled representation to a scalar."""
+    """The plain Bradley-Terry head: a linear map of the pooled representation to a scalar.
+
+    No bias: it cancels in r+ - r-, so it would never be trained (as in ``LlamaForSequenceClassification``).
+    """
 
     def __init__(self, hidden_size: int):
         super().__init__()
-        self.score = nn.Linear(hidden_size, 1)
+        self.score = nn.Linear(hidden_size, 1, bias=False)
 
     def forward(self, h_xy: torch.Tensor, h_x: torch.Tensor | None = None) -> VRMHeadOutput:
         return VRMHeadOutput(reward=self.score(h_xy).squeeze(-1))
@@ -286,10 +289,11 @@ class VRMForSequenceClassification(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear) and not any(module is m for m in self.encoder.modules()):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        """Keep PyTorch's default (fan-in scaled) init for the heads and the encoder's own weights.
+
+        A 0.02-std init makes the VRM reward, a product of two small linear maps, start near 1e-4 and
+        learn slowly; checkpoints overwrite every weight anyway.
+        """
 
     @property
     def needs_prompt(self) -> bool:

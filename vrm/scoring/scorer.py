@@ -39,7 +39,7 @@ class RewardScorer(Scorer):
         self.batch_size = batch_size
         self.device = torch.device(device)
         cfg = model.config
-        self.encoder = PairEncoder(tokenizer, cfg.encoder_kind, cfg.max_length, cfg.truncation,
+        self.encoder = PairEncoder(tokenizer, cfg.encoder_kind, cfg.max_sequence_length, cfg.truncation,
                                    cfg.use_token_types, cfg.use_chat_template)
         self.name = cfg.head
 

@@ -47,11 +47,19 @@ class RewardModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
         self.net = VRMForSequenceClassification(VRMConfig(**vrm_config), encoder=encoder)
-        self.objective = build_objective(self.net, model_cfg)
         self.frozen_encoder = frozen_encoder
+        self.objective = build_objective(self.net, model_cfg)
         self.test_split_names = test_split_names or ["test"]
         self.val_acc_best = MaxMetric()
         self._val_acc_sum = self._val_count = 0.0
+        self.train()  # from_pretrained leaves encoders in eval mode; fine-tuning uses their dropout
+
+    def train(self, mode: bool = True) -> RewardModule:
+        """Like ``nn.Module.train``, but a frozen encoder always stays in eval mode (no dropout)."""
+        super().train(mode)
+        if self.frozen_encoder:
+            self.net.encoder.eval()
+        return self
 
     # -- loop -------------------------------------------------------------------------------------
     @property

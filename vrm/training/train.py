@@ -43,7 +43,7 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
             "use_weight_latent", "use_feature_latent")
     arch = {k: m[k] for k in keys}
     arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, prompt_repr=prompt_repr,
-                encoder_config=enc.model.config.to_dict(), max_length=cfg.data.max_length,
+                encoder_config=enc.model.config.to_dict(), max_sequence_length=cfg.data.max_length,
                 truncation=cfg.data.truncation, use_chat_template=cfg.encoder.use_chat_template)
     VRMConfig(**arch)  # validates the combination before any data is loaded
     return arch

@@ -1,0 +1,44 @@
+"""The console scripts in a subprocess: a fast_dev_run end to end, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["encoder=tiny_bert", "data.synthetic.num_train=32", "data.synthetic.num_validation=8",
+        "data.synthetic.num_test=8", "data.synthetic.num_shifted=8", "data.batch_size=4", "logger=none"]
+
+
+def run(args: list[str], tmp_path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VRM_CACHE": str(tmp_path / "cache")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-c", "from vrm.cli import train_main; train_main()", *args,
+                           f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}"],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_fast_dev_run_end_to_end(tmp_path):
+    result = run(TINY + ["trainer.fast_dev_run=true"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "shifted/acc" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("override, named", [
+    ("model.num_objectivs=4", "num_objectivs"),
+    ("model.num_objectives=many", "num_objectives"),
+    ("encoder.path=/nonexistent/encoder", "/nonexistent/encoder"),
+    ("model.beta_w=-1", "model.beta_w"),
+    ("model.num_objectives=0", "model.num_objectives"),
+])
+def test_bad_input_gets_one_clear_line(tmp_path, override, named):
+    args = ["trainer.fast_dev_run=true", "logger=none", override]
+    if "encoder.path" in override:
+        args.append("encoder.tokenizer=minilm")
+    result = run(args, tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 10, result.stderr  # a short message, not a wall

@@ -1,0 +1,197 @@
+"""Row validation and the bad-row policy.
+
+Adapters check the fields they read with the helpers below and raise :class:`RowFault` (what is wrong, in which
+field). The loader adds where the row is and hands the fault to :class:`BadRowPolicy`, which either raises a
+:class:`RowError` (``data.on_bad_row=error``) or counts the row per reason and keeps it for the rejects file
+(``data.on_bad_row=skip``). No row is dropped or coerced without one of the two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from vrm.data.schema import QUESTION_TYPES, DataError, Message, PreferencePair
+
+log = logging.getLogger(__name__)
+
+# What can be wrong with a row; the keys of the skip counts.
+MISSING = "missing field"
+WRONG_TYPE = "wrong type"
+EMPTY = "empty text"
+IDENTICAL = "identical chosen and rejected"
+UNDECODABLE = "undecodable text"
+INVALID_JSON = "invalid JSON"
+INVALID_VALUE = "invalid value"
+
+#: Values of ``data.on_bad_row``.
+ON_BAD_ROW = ("error", "skip")
+#: File name of the rejected rows in the output folder.
+REJECTS_FILE = "rejects.jsonl"
+#: What a row number means: a 1-based line of a text file, or a 0-based index into a table.
+LINE, ROW_INDEX = "line", "row index"
+
+
+class RowFault(Exception):
+    """What is wrong with a raw row (``kind`` is one of the reasons above); the loader adds where the row is."""
+
+    def __init__(self, kind: str, field: str | None, detail: str = ""):
+        super().__init__(f"{field}: {kind}: {detail}")
+        self.kind, self.field = kind, field
+        self.message = f"{kind}: {detail}" if detail else kind
+
+
+class RowError(DataError):
+    """A bad row, named by file, row (``row_kind``: 1-based ``line`` or 0-based ``row index``), field and fault."""
+
+    def __init__(self, fault: RowFault, *, source: str, row: int, row_kind: str):
+        super().__init__(fault.message, source=source, row=row, field=fault.field)
+        self.kind, self.row_kind = fault.kind, row_kind
+        field_part = f", field '{fault.field}'" if fault.field else ""
+        self.args = (f"file {source}, {row_kind} {row}{field_part}: {fault.message}",)
+
+
+def type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def require(row: Mapping, key: str, field: str | None = None) -> object:
+    """``row[key]``; a missing key and a null value are both a missing field."""
+    value = row.get(key)
+    if value is None:
+        raise RowFault(MISSING, field or key)
+    return value
+
+
+def check_decodable(value: str, field: str) -> str:
+    """Reject text that cannot be UTF-8 encoded: invalid bytes read with ``surrogateescape``, or lone surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RowFault(UNDECODABLE, field, f"invalid UTF-8 or a lone surrogate at character {err.start}") from None
+    return value
+
+
+def text(value: object, field: str, *, allow_empty: bool = False) -> str:
+    """A decodable string, non-blank unless ``allow_empty``."""
+    if not isinstance(value, str):
+        raise RowFault(WRONG_TYPE, field, f"expected a string, got {type_name(value)}")
+    check_decodable(value, field)
+    if not allow_empty and not value.strip():
+        raise RowFault(EMPTY, field)
+    return value
+
+
+def text_field(row: Mapping, key: str, field: str | None = None) -> str:
+    return text(require(row, key, field), field or key)
+
+
+def optional_text(row: Mapping, key: str) -> str:
+    """An optional string column ("" when absent or null)."""
+    value = row.get(key)
+    return "" if value is None else text(value, key, allow_empty=True)
+
+
+def number(value: object, field: str, *, parse_text: bool = False) -> float:
+    """A finite number (a bool is not one); numeric text too when ``parse_text`` (sources that store ratings as text)."""
+    if parse_text and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise RowFault(WRONG_TYPE, field, f"expected a number, got text {value[:40]!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RowFault(WRONG_TYPE, field, f"expected a number, got {type_name(value)}")
+    try:
+        result = float(value)
+    except OverflowError:
+        result = math.inf
+    if not math.isfinite(result):
+        raise RowFault(INVALID_VALUE, field, f"expected a finite number, got {result}")
+    return result
+
+
+def optional_number(row: Mapping, key: str) -> float | None:
+    value = row.get(key)
+    return None if value is None else number(value, key)
+
+
+def ratings(value: object, field: str) -> list[float | None]:
+    """A list of per-aspect ratings, ``None`` where a rating is missing."""
+    if not isinstance(value, list):
+        raise RowFault(WRONG_TYPE, field, f"expected a list of numbers, got {type_name(value)}")
+    return [None if v is None else number(v, f"{field}[{i}]") for i, v in enumerate(value)]
+
+
+def messages(value: object, field: str) -> list[Message]:
+    """A list of ``{"role", "content"}`` messages with non-empty role and content (other keys are ignored)."""
+    if not isinstance(value, list):
+        raise RowFault(WRONG_TYPE, field, f"expected a list of messages, got {type_name(value)}")
+    out = []
+    for i, message in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(message, Mapping):
+            raise RowFault(WRONG_TYPE, where, f"expected a {{role, content}} message, got {type_name(message)}")
+        out.append({"role": text_field(message, "role", f"{where}.role"),
+                    "content": text_field(message, "content", f"{where}.content")})
+    return out
+
+
+def check_pair(pair: PreferencePair) -> PreferencePair:
+    """Invariants of a canonical pair, whatever the source: texts present and decodable, chosen != rejected."""
+    if not isinstance(pair.prompt, list) or not pair.prompt:
+        raise RowFault(EMPTY, "prompt", "no prompt messages")
+    messages(pair.prompt, "prompt")
+    text(pair.chosen, "chosen")
+    text(pair.rejected, "rejected")
+    if pair.chosen.strip() == pair.rejected.strip():
+        raise RowFault(IDENTICAL, "rejected")
+    if pair.margin is not None:
+        number(pair.margin, "margin")
+    for name in ("aspects_chosen", "aspects_rejected"):
+        ratings(getattr(pair, name), name)
+    if len(pair.aspects_chosen) != len(pair.aspects_rejected):
+        raise RowFault(INVALID_VALUE, "aspects_rejected", f"{len(pair.aspects_rejected)} ratings for "
+                                                          f"{len(pair.aspects_chosen)} in aspects_chosen")
+    for name in ("subset", "reference"):
+        text(getattr(pair, name), name, allow_empty=True)
+    if pair.question_type not in QUESTION_TYPES:
+        raise RowFault(INVALID_VALUE, "question_type", f"expected one of {QUESTION_TYPES}, got {pair.question_type!r}")
+    return pair
+
+
+class BadRowPolicy:
+    """``data.on_bad_row``: raise on the first bad row (``error``) or count it per reason and keep it (``skip``)."""
+
+    def __init__(self, on_bad_row: str):
+        if on_bad_row not in ON_BAD_ROW:
+            raise DataError(f"data.on_bad_row must be one of {ON_BAD_ROW}, got {on_bad_row!r}")
+        self.on_bad_row = on_bad_row
+        self.counts: Counter[str] = Counter()
+        self.rejects: list[dict] = []
+
+    def reject(self, fault: RowFault, *, source: str, row: int, row_kind: str, raw: object) -> None:
+        error = RowError(fault, source=source, row=row, row_kind=row_kind)
+        if self.on_bad_row == "error":
+            raise error from fault
+        self.counts[fault.kind] += 1
+        self.rejects.append({"file": source, "row": row, "row_kind": row_kind, "field": fault.field,
+                             "reason": fault.message, "raw": raw})
+
+    def write_rejects(self, output_dir: str | Path | None) -> Path | None:
+        """Write the rejected rows, one JSON object a line, to ``output_dir/rejects.jsonl`` (if any were rejected)."""
+        if not self.rejects:
+            return None
+        if output_dir is None:
+            log.warning("%d rejected rows not written: no output folder was given", len(self.rejects))
+            return None
+        path = Path(output_dir) / REJECTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as f:
+            for record in self.rejects:
+                # ensure_ascii escapes lone surrogates, so undecodable rows are kept as they were read.
+                f.write(json.dumps(record, ensure_ascii=True, default=repr) + "\n")
+        return path
