@@ -10,7 +10,7 @@ class SyntheticConfig:
     """The embedded synthetic preference benchmark (:mod:`vrm.data.synthetic`)."""
 
     seed: int = 0
-    num_train: int = 2400
+    num_train: int = 1200
     num_validation: int = 200
     num_test: int = 400
     num_shifted: int = 400
