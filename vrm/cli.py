@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -19,8 +18,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's config or data: reported in one line, not a traceback."""
     from vrm.data.schema import DataError
     from vrm.models.encoder import EncoderLoadError
+    from vrm.training.module import NonFiniteLossError
 
-    return (DataError, EncoderLoadError, FileNotFoundError, ValueError, OmegaConfBaseException)
+    return (DataError, EncoderLoadError, NonFiniteLossError, FileNotFoundError, ValueError, OmegaConfBaseException)
 
 
 def report_and_exit(err: BaseException) -> None:
@@ -56,19 +56,7 @@ def train_main() -> None:
 
 
 def export_main(argv: list[str] | None = None) -> None:
-    """``vrm-export CHECKPOINT OUT_DIR``."""
-    parser = argparse.ArgumentParser(
-        prog="vrm-export",
-        description="Export a vrm training checkpoint (.ckpt) as a Hugging Face folder "
-                    "(config.json, model.safetensors, tokenizer) that RewardScorer and "
-                    "AutoModelForSequenceClassification (after 'import vrm') load. Written atomically.")
-    parser.add_argument("checkpoint", help="Lightning checkpoint written by vrm-train (e.g. .../checkpoints/last.ckpt)")
-    parser.add_argument("out_dir", help="folder to write; replaced atomically if it exists")
-    args = parser.parse_args(argv)
-    from vrm.scoring.export import export_checkpoint
+    """``vrm-export CHECKPOINT OUT_DIR [--with-code | --plain]`` (see :func:`vrm.scoring.cli.export_main`)."""
+    from vrm.scoring.cli import export_main as scoring_export_main
 
-    try:
-        out = export_checkpoint(args.checkpoint, args.out_dir)
-    except (RuntimeError, *user_error_types()) as err:
-        report_and_exit(err)
-    print(f"exported {args.checkpoint} -> {out}")
+    scoring_export_main(argv)

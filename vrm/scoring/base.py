@@ -35,3 +35,50 @@ class Scorer(abc.ABC):
                              question_types=[p.question_type for p in pairs] * 2,
                              references=[p.reference for p in pairs] * 2)
         return rewards[:n], rewards[n:]
+
+
+#: Where the response starts in a full conversation text when the tokenizer has no chat template to derive it
+#: from: Anthropic HH's turn marker, the layout of ``\n\nHuman: ...\n\nAssistant: ...`` transcripts.
+DEFAULT_RESPONSE_MARKER = "\n\nAssistant:"
+
+
+class QuerySplitError(ValueError):
+    """A full conversation text cannot be split into prompt and response."""
+
+
+def split_query(query: str, marker: str, prompt: str | None = None) -> tuple[str, str]:
+    """The one rule that splits a full conversation text (OpenRLHF's ``query``) into ``(head, response)``.
+
+    ``head`` is everything up to and including the LAST occurrence of ``marker`` (the prompt, ending with the
+    marker), ``response`` everything after it. When the caller also sends the ``prompt`` text and the query starts
+    with it, the split is right after that prefix instead (exact, whatever the response contains).
+    """
+    if prompt and query.startswith(prompt):
+        return prompt, query[len(prompt):]
+    if not marker:
+        raise QuerySplitError("the response marker is empty")
+    at = query.rfind(marker)
+    if at < 0:
+        raise QuerySplitError(f"no response marker {marker!r} in the text (and no prompt prefix to split at)")
+    end = at + len(marker)
+    return query[:end], query[end:]
+
+
+def plain_pair(head: str, response: str, marker: str) -> tuple[Prompt, str]:
+    """``(prompt, response)`` of a split query for models without a chat template.
+
+    The marker is dropped and both sides are stripped of surrounding whitespace; a head that is an Anthropic HH
+    transcript (``\\n\\nHuman: ...\\n\\nAssistant: ...``) becomes its messages, as the ``hh_rlhf`` loader reads it.
+    """
+    from vrm.data.formats import parse_hh_transcript
+    from vrm.data.validation import RowFault
+
+    if marker and head.endswith(marker):
+        head = head[:-len(marker)]
+    prompt: Prompt = head.strip()
+    if head.lstrip(" \n").startswith("Human:"):
+        try:
+            prompt = parse_hh_transcript("\n\n" + head.lstrip(" \n"), "query")
+        except RowFault:
+            pass
+    return prompt, response.strip()

@@ -1,86 +1,276 @@
-"""``RewardScorer``: load an exported reward model and score (prompt, response) pairs."""
+"""``RewardScorer``: load an exported reward model and score (prompt, response) pairs.
+
+It tokenises with the rule the model was trained with (:class:`vrm.data.tokenize.PairEncoder`, settings read from
+the exported config), batches longest-first so padding is small, and runs in ``torch.inference_mode``. It loads
+both export kinds of :mod:`vrm.scoring.export`: the VRM folder (``model_type: vrm``, either head) and the plain
+``...ForSequenceClassification`` folder of a BT model (``vrm_tokenization`` in its config).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from vrm.data.tokenize import PairEncoder
-from vrm.models.modeling_vrm import VRMForSequenceClassification
-from vrm.scoring.base import Prompt, Scorer
+from vrm.data.schema import Message
+from vrm.data.tokenize import EncodedSequence, PairEncoder
+from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
+from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, Prompt, Scorer, plain_pair, split_query
+
+#: Config key of a plain (non-VRM) export that records how (prompt, response) became ids.
+PLAIN_TOKENIZATION_KEY = "vrm_tokenization"
+#: Weight files that are pickles (arbitrary code on load): a folder holding one is refused.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class UnsafeCheckpointError(ValueError):
+    """An exported folder holds pickled weights; only safetensors are loaded."""
+
+
+@dataclass(frozen=True)
+class TokenizationSettings:
+    """How a model's training turned (prompt, response) into ids: the arguments of :class:`PairEncoder`."""
+
+    encoder_kind: str
+    max_sequence_length: int
+    truncation: str
+    use_token_types: bool
+    use_chat_template: bool
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig) -> TokenizationSettings:
+        if isinstance(config, VRMConfig):
+            return cls(config.encoder_kind, config.max_sequence_length, config.truncation, config.use_token_types,
+                       config.use_chat_template)
+        recorded = getattr(config, PLAIN_TOKENIZATION_KEY, None)
+        if not isinstance(recorded, dict):
+            raise ValueError(f"a {type(config).__name__} without '{PLAIN_TOKENIZATION_KEY}' is not a vrm export: "
+                             "its tokenisation rule is unknown")
+        return cls(**recorded)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {tuple(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def check_safetensors_only(path: str | Path) -> Path:
+    """The folder, after checking it holds safetensors weights and no pickle file (raises naming the file)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not an exported model folder (no config.json)")
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise UnsafeCheckpointError(
+            f"{path} holds pickled weights ({', '.join(pickles)}); loading a pickle can run arbitrary code, so only "
+            "safetensors folders are loaded: remove the file, or re-export the model with vrm-export")
+    if not any(path.glob("*.safetensors")):
+        raise FileNotFoundError(f"{path} has no *.safetensors weights")
+    return path
+
+
+def default_response_marker(tokenizer, settings: TokenizationSettings) -> str:
+    """The generation prompt of the chat template the model was trained with, else :data:`DEFAULT_RESPONSE_MARKER`.
+
+    The generation prompt is what ``add_generation_prompt=True`` appends after the last user turn (for example
+    ``<|im_start|>assistant\\n``), so a rendered conversation's response follows its last occurrence.
+    """
+    if not uses_template(tokenizer, settings):
+        return DEFAULT_RESPONSE_MARKER
+    probe = [{"role": "user", "content": "x"}]
+    without = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False)
+    with_prompt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    marker = with_prompt[len(without):] if with_prompt.startswith(without) else ""
+    return marker or DEFAULT_RESPONSE_MARKER
+
+
+def uses_template(tokenizer, settings: TokenizationSettings) -> bool:
+    """Whether the training rule rendered conversations with the tokenizer's chat template (decoder-only)."""
+    return (settings.encoder_kind == "decoder" and settings.use_chat_template
+            and getattr(tokenizer, "chat_template", None) is not None)
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token id lists into (B, L) ids and attention mask."""
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, :len(s)] = 1
+    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
     return ids, mask
 
 
 class RewardScorer(Scorer):
-    """Scores with a :class:`VRMForSequenceClassification` (VRM or BT head), tokenising as training did.
+    """Scores with an exported reward model (VRM or BT head, or a plain BT export), tokenising as training did.
 
-    Batched, longest-first so padding is small, in ``torch.inference_mode``.
+    ``score`` gives one float per (prompt, response); :meth:`score_details` adds, for a VRM, the per-objective
+    scores (K), the objective weights E[w | x] (K) and, with ``num_samples`` > 0, a Monte Carlo reward standard
+    deviation. A prompt is a string or a list of ``{"role", "content"}`` messages. Over-long pairs are truncated
+    by the model's training policy (``drop`` scores as ``truncate_prompt_left``: a reward is always given).
     """
 
     name = "reward_model"
 
-    def __init__(self, model: VRMForSequenceClassification, tokenizer, batch_size: int = 32,
-                 device: str | torch.device = "cpu"):
-        self.model = model.eval().to(device)
+    def __init__(self, model: PreTrainedModel, tokenizer, batch_size: int = 32, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype | None = None, response_marker: str | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.device = resolve_device(device)
+        dtype = resolve_dtype(dtype)
+        self.model = model.eval().to(self.device, dtype=dtype) if dtype is not None else model.eval().to(self.device)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.device = torch.device(device)
-        cfg = model.config
-        self.encoder = PairEncoder(tokenizer, cfg.encoder_kind, cfg.max_sequence_length, cfg.truncation,
-                                   cfg.use_token_types, cfg.use_chat_template)
-        self.name = cfg.head
+        self.settings = TokenizationSettings.from_config(model.config)
+        s = self.settings
+        truncation = "truncate_prompt_left" if s.truncation == "drop" else s.truncation
+        self.encoder = PairEncoder(tokenizer, s.encoder_kind, s.max_sequence_length, truncation, s.use_token_types,
+                                   s.use_chat_template)
+        self.is_vrm_model = isinstance(model, VRMForSequenceClassification)
+        self.name = model.config.head if self.is_vrm_model else "bt"
+        if self.is_vrm_model:
+            self.pad_id = tokenizer.pad_token_id or 0
+        else:
+            # The plain head reads the last token that is not config.pad_token_id: pad with exactly that id.
+            self.pad_id = model.config.pad_token_id
+            if self.pad_id is None:
+                raise ValueError("a plain export needs config.pad_token_id to find the last token of a padded batch")
+        self.renders_template = uses_template(tokenizer, s)
+        self.response_marker = response_marker or default_response_marker(tokenizer, s)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, batch_size: int = 32, device: str = "cpu",
-                        dtype: torch.dtype | None = None) -> RewardScorer:
-        """Load an exported folder (safetensors weights only)."""
-        model = VRMForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
-        if dtype is not None:
-            model = model.to(dtype)
-        return cls(model, AutoTokenizer.from_pretrained(str(path)), batch_size=batch_size, device=device)
+    def from_pretrained(cls, path: str | Path, batch_size: int = 32, device: str | torch.device = "cpu",
+                        dtype: str | torch.dtype | None = None, response_marker: str | None = None) -> RewardScorer:
+        """Load an exported folder; safetensors weights only (a folder holding a pickle file is refused)."""
+        path = check_safetensors_only(path)
+        config = json.loads((path / "config.json").read_text())
+        if config.get("model_type") == VRMConfig.model_type:
+            model = VRMForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
+        elif PLAIN_TOKENIZATION_KEY in config:
+            model = AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
+        else:
+            raise ValueError(f"{path} is not a vrm export: config.json has model_type={config.get('model_type')!r} "
+                             f"and no '{PLAIN_TOKENIZATION_KEY}'")
+        return cls(model, AutoTokenizer.from_pretrained(str(path)), batch_size=batch_size, device=device,
+                   dtype=dtype, response_marker=response_marker)
 
+    # -- encoding ---------------------------------------------------------------------------------
+    def encode_pair(self, prompt: Prompt, response: str) -> EncodedSequence:
+        return self.encoder.encode(prompt, response)
+
+    def encode_query(self, query: str, prompt: str | None = None) -> EncodedSequence:
+        """Encode a full conversation text, split by :func:`vrm.scoring.base.split_query`.
+
+        With a chat template the text is taken as rendered by it: the head (ending with the generation prompt)
+        and the response are tokenised as they are, exactly as the template path of training does. Without one
+        the split gives a (prompt, response) pair (:func:`vrm.scoring.base.plain_pair`) scored like any other.
+        Padding-token text around the query is ignored.
+        """
+        query = self._strip_token_text(query, self.tokenizer.pad_token)
+        head, response = split_query(query, self.response_marker, prompt)
+        if not self.renders_template:
+            prompt_value, response = plain_pair(head, response, self.response_marker)
+            closing = self.tokenizer.convert_ids_to_tokens(self.encoder.closing_id) \
+                if self.encoder.closing_id is not None else None
+            return self.encode_pair(prompt_value, self._strip_token_text(response, closing, left=False))
+        ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in (head, response)]
+        prompt_ids, response_ids, _ = self.encoder.truncate(*ids)
+        return EncodedSequence(prompt_ids + response_ids, len(prompt_ids))
+
+    @staticmethod
+    def _strip_token_text(text: str, token: str | None, left: bool = True) -> str:
+        """``text`` without repeats of ``token`` at its end (and start) and the whitespace around them."""
+        if not token:
+            return text
+        stripped = None
+        while stripped != text:
+            stripped = text
+            text = text.strip()
+            if text.endswith(token):
+                text = text[:-len(token)]
+            if left and text.startswith(token):
+                text = text[len(token):]
+        return text
+
+    # -- scoring ----------------------------------------------------------------------------------
     @torch.inference_mode()
-    def score_details(self, prompts: Sequence[Prompt], responses: Sequence[str],
-                      num_samples: int = 0) -> dict[str, list]:
+    def score_encoded(self, encoded: Sequence[EncodedSequence], num_samples: int = 0,
+                      progress: bool | Callable[[int], None] = False) -> dict[str, list]:
+        """Rewards of encoded sequences; for a VRM also ``objective_scores``, ``weights`` (and ``reward_std``).
+
+        ``progress``: True shows a tqdm bar on stderr; a callable is called with the number of sequences done.
+        """
+        results: dict[str, list] = {"reward": [None] * len(encoded)}
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
+        bar = tqdm(total=len(encoded), unit="seq", desc="scoring", disable=progress is not True)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            for key, values in self._forward([encoded[i] for i in idx], num_samples).items():
+                column = results.setdefault(key, [None] * len(encoded))
+                for i, v in zip(idx, values):
+                    column[i] = v
+            bar.update(len(idx))
+            if callable(progress):
+                progress(len(idx))
+        bar.close()
+        return results
+
+    def _forward(self, batch: list[EncodedSequence], num_samples: int) -> dict[str, list]:
+        ids, mask = pad_sequences([e.input_ids for e in batch], self.pad_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if not self.is_vrm_model:
+            return {"reward": self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().tolist()}
+        types = None
+        if self.encoder.use_token_types:
+            types = pad_sequences([e.token_type_ids for e in batch], 0)[0].to(self.device)
+        prompt_lengths = torch.tensor([e.prompt_length for e in batch], device=self.device)
+        out = self.model(ids, mask, token_type_ids=types, prompt_lengths=prompt_lengths, return_details=True,
+                         num_samples=num_samples)
+        fields = {"reward": out.logits[:, 0], "objective_scores": out.objective_scores, "weights": out.weights,
+                  "reward_std": out.reward_std}
+        return {k: v.float().cpu().tolist() for k, v in fields.items() if v is not None}
+
+    def score_details(self, prompts: Sequence[Prompt], responses: Sequence[str], num_samples: int = 0,
+                      progress: bool = False) -> dict[str, list]:
         """Rewards, and for a VRM the per-objective scores, weights and (``num_samples`` > 0) reward std."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        encoded = [self.encoder.encode(p, r) for p, r in zip(prompts, responses)]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
-        results: dict[str, list] = {"reward": [None] * len(encoded)}
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            ids, mask = pad_sequences([encoded[i].input_ids for i in idx], self.tokenizer.pad_token_id or 0)
-            types = None
-            if self.encoder.use_token_types:
-                types, _ = pad_sequences([encoded[i].token_type_ids for i in idx], 0)
-                types = types.to(self.device)
-            out = self.model(ids.to(self.device), mask.to(self.device), token_type_ids=types,
-                             prompt_lengths=torch.tensor([encoded[i].prompt_length for i in idx], device=self.device),
-                             return_details=True, num_samples=num_samples)
-            fields = {"reward": out.logits[:, 0], "objective_scores": out.objective_scores,
-                      "weights": out.weights, "reward_std": out.reward_std}
-            for key, value in fields.items():
-                if value is None:
-                    continue
-                column = results.setdefault(key, [None] * len(encoded))
-                for i, v in zip(idx, value.float().cpu().tolist()):
-                    column[i] = v
-        return results
+        return self.score_encoded([self.encode_pair(p, r) for p, r in zip(prompts, responses)], num_samples, progress)
 
     def score(self, prompts: Sequence[Prompt], responses: Sequence[str], *,
               question_types: Sequence[str] | None = None, references: Sequence[str] | None = None) -> list[float]:
         return self.score_details(prompts, responses)["reward"]
+
+    def score_conversations(self, conversations: Sequence[Sequence[Message]]) -> list[float]:
+        """One reward per message list whose last message is the assistant response to score."""
+        prompts, responses = [], []
+        for i, messages in enumerate(conversations):
+            if len(messages) < 2 or messages[-1].get("role") != "assistant":
+                raise ValueError(f"conversation {i} must end with an assistant message after at least one other "
+                                 f"message; got roles {[m.get('role') for m in messages]}")
+            prompts.append(list(messages[:-1]))
+            responses.append(messages[-1]["content"])
+        return self.score(prompts, responses)
+
+    def score_queries(self, queries: Sequence[str], prompts: Sequence[str] | None = None) -> list[float]:
+        """One reward per full conversation text (see :meth:`encode_query`)."""
+        if prompts is not None and len(prompts) != len(queries):
+            raise ValueError(f"{len(queries)} queries but {len(prompts)} prompts")
+        encoded = [self.encode_query(q, None if prompts is None else prompts[i]) for i, q in enumerate(queries)]
+        return self.score_encoded(encoded)["reward"]

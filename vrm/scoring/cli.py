@@ -1,0 +1,214 @@
+"""Console entry points of the scoring stage: ``vrm-export``, ``vrm-score`` and ``vrm-serve`` (parse, then call)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, QuerySplitError
+
+RESPONSE_MARKER_HELP = ("where the response starts in a full conversation text (split at its LAST occurrence); "
+                        "default: the chat template's generation prompt, or "
+                        f"{DEFAULT_RESPONSE_MARKER!r} without a template")
+
+
+class InputLineError(ValueError):
+    """A bad line of a ``vrm-score`` input file; the message names the file, the line and the field."""
+
+    def __init__(self, path: Path, line: int, field: str | None, why: str):
+        where = f"{path} line {line}" + (f", field '{field}'" if field else "")
+        super().__init__(f"{where}: {why}")
+
+
+def _scorer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="folder written by vrm-export")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="cast the model to this dtype (default: as saved)")
+    parser.add_argument("--response-marker", default=None, help=RESPONSE_MARKER_HELP)
+
+
+def _run(main, *args) -> None:
+    from vrm.cli import report_and_exit, user_error_types
+
+    try:
+        main(*args)
+    except (RuntimeError, OSError, *user_error_types()) as err:
+        report_and_exit(err)
+
+
+# -- vrm-export -------------------------------------------------------------------------------------
+def export_main(argv: Sequence[str] | None = None) -> None:
+    """``vrm-export CHECKPOINT OUT_DIR [--with-code | --plain]``."""
+    parser = argparse.ArgumentParser(
+        prog="vrm-export",
+        description="Export a vrm training checkpoint (.ckpt) as a Hugging Face folder: config.json, "
+                    "model.safetensors, the tokenizer, a model card (README.md) and vrm_manifest.json (package "
+                    "versions, file hashes). 'import vrm' then lets AutoModelForSequenceClassification load it. "
+                    "Written atomically.")
+    parser.add_argument("checkpoint", help="Lightning checkpoint written by vrm-train (e.g. .../checkpoints/last.ckpt)")
+    parser.add_argument("out_dir", help="folder to write; an existing export there is replaced when complete")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--with-code", action="store_true",
+                      help="also write modeling_vrm.py and an auto_map, so from_pretrained(OUT_DIR, "
+                           "trust_remote_code=True) works without the vrm package")
+    kind.add_argument("--plain", action="store_true",
+                      help="BT models with a decoder-only encoder: write the encoder architecture's own "
+                           "...ForSequenceClassification (e.g. LlamaForSequenceClassification), loadable without vrm")
+    args = parser.parse_args(argv)
+
+    def main() -> None:
+        from vrm.scoring.export import export_checkpoint
+
+        out = export_checkpoint(args.checkpoint, args.out_dir, with_code=args.with_code, plain=args.plain)
+        print(f"exported {args.checkpoint} -> {out}")
+
+    _run(main)
+
+
+# -- vrm-score --------------------------------------------------------------------------------------
+def _messages(value, path: Path, line: int, field: str) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise InputLineError(path, line, field, "must be a non-empty list of {\"role\", \"content\"} messages")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise InputLineError(path, line, f"{field}[{i}]", "must be an object with 'role' and 'content'")
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                raise InputLineError(path, line, f"{field}[{i}].{key}", "must be a string")
+    return value
+
+
+def _encode_row(row: dict, scorer, path: Path, line: int):
+    """The encoded sequence of one input object (``prompt``+``response``, ``messages`` or ``query``)."""
+    if "query" in row:
+        if not isinstance(row["query"], str):
+            raise InputLineError(path, line, "query", "must be a string (a full conversation text)")
+        try:
+            return scorer.encode_query(row["query"])
+        except QuerySplitError as err:
+            raise InputLineError(path, line, "query", str(err)) from err
+    if "messages" in row:
+        messages = _messages(row["messages"], path, line, "messages")
+        if len(messages) < 2 or messages[-1]["role"] != "assistant":
+            raise InputLineError(path, line, "messages", "must end with the assistant response after at least one "
+                                                         "other message")
+        prompt, response, field = messages[:-1], messages[-1]["content"], "messages"
+    else:
+        if "prompt" not in row:
+            raise InputLineError(path, line, "prompt", "missing: give 'prompt' and 'response', 'messages', or "
+                                                       "'query'")
+        prompt = row["prompt"]
+        if not isinstance(prompt, str):
+            prompt = _messages(prompt, path, line, "prompt")
+        if not isinstance(row.get("response"), str):
+            raise InputLineError(path, line, "response", "missing" if "response" not in row else "must be a string")
+        response, field = row["response"], "prompt"
+    try:
+        return scorer.encode_pair(prompt, response)
+    except ValueError as err:
+        raise InputLineError(path, line, field, f"cannot be tokenised: {err}") from err
+
+
+def read_score_input(path: Path, scorer) -> tuple[list[dict], list]:
+    """Every non-blank line of a JSON Lines file and its encoded sequence; the first bad line raises."""
+    rows, encoded = [], []
+    with path.open(encoding="utf-8") as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise InputLineError(path, line, None, f"not valid JSON ({err.msg} at column {err.colno})") from err
+            if not isinstance(row, dict):
+                raise InputLineError(path, line, None, f"must be a JSON object, not {type(row).__name__}")
+            encoded.append(_encode_row(row, scorer, path, line))
+            rows.append(row)
+    return rows, encoded
+
+
+def score_file(scorer, input_path: Path, output_path: Path, num_samples: int = 0, progress: bool = True) -> int:
+    """Score a JSON Lines file into another (each input object plus ``reward`` and VRM's extras); returns lines."""
+    rows, encoded = read_score_input(input_path, scorer)
+    details = scorer.score_encoded(encoded, num_samples=num_samples, progress=progress)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.", dir=output_path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for i, row in enumerate(rows):
+                out.write(json.dumps({**row, **{key: values[i] for key, values in details.items()}}) + "\n")
+        os.replace(tmp, output_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(rows)
+
+
+def score_main(argv: Sequence[str] | None = None) -> None:
+    """``vrm-score --model DIR --input FILE --output FILE``."""
+    parser = argparse.ArgumentParser(
+        prog="vrm-score",
+        description="Score a JSON Lines file with an exported reward model. Each line is an object with 'prompt' "
+                    "(a string or a list of {role, content} messages) and 'response', or 'messages' (a conversation "
+                    "ending with the assistant response), or 'query' (a full conversation text, split at the "
+                    "response marker). Each output line is the input object plus 'reward' and, for a VRM, "
+                    "'objective_scores' and 'weights' (and 'reward_std' with --num-samples).")
+    _scorer_options(parser)
+    parser.add_argument("--input", required=True, type=Path, help="JSON Lines file to score")
+    parser.add_argument("--output", required=True, type=Path, help="JSON Lines file to write (replaced when done)")
+    parser.add_argument("--num-samples", type=int, default=0,
+                        help="VRM: Monte Carlo samples for a reward standard deviation (default 0: none)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    def main() -> None:
+        from vrm.scoring.scorer import RewardScorer
+
+        if not args.input.is_file():
+            raise FileNotFoundError(f"--input {args.input} does not exist")
+        scorer = RewardScorer.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
+                                              dtype=args.dtype, response_marker=args.response_marker)
+        n = score_file(scorer, args.input, args.output, args.num_samples, progress=not args.no_progress)
+        print(f"scored {n} lines -> {args.output}", file=sys.stderr)
+
+    _run(main)
+
+
+# -- vrm-serve --------------------------------------------------------------------------------------
+def serve_main(argv: Sequence[str] | None = None) -> None:
+    """``vrm-serve --model DIR --port N``."""
+    from vrm.scoring.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits
+
+    defaults = ServerLimits()
+    parser = argparse.ArgumentParser(
+        prog="vrm-serve",
+        description="Serve an exported reward model over HTTP: POST /get_reward (OpenRLHF's {\"query\": [...]} -> "
+                    "{\"rewards\": [...]}), POST /score ({\"pairs\": [{prompt, response}]} -> rewards and VRM "
+                    "extras), GET /health.")
+    _scorer_options(parser)
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
+                        help=f"texts per request (default {defaults.max_batch_size})")
+    parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars,
+                        help=f"characters per text (default {defaults.max_text_chars})")
+    parser.add_argument("--max-num-samples", type=int, default=defaults.max_num_samples,
+                        help=f"Monte Carlo samples per /score request (default {defaults.max_num_samples})")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    args = parser.parse_args(argv)
+
+    def main() -> None:
+        from vrm.scoring.server import serve
+
+        limits = ServerLimits(args.max_batch_size, args.max_text_chars, args.max_num_samples)
+        serve(args.model, args.host, args.port, limits, args.response_marker, args.batch_size, args.device,
+              args.dtype, args.log_level)
+
+    _run(main)

@@ -1,0 +1,162 @@
+"""An HTTP reward server (FastAPI) over a :class:`~vrm.scoring.scorer.RewardScorer`.
+
+- ``POST /get_reward``: OpenRLHF's remote reward model request ``{"query": [full conversation texts]}`` (an optional
+  ``prompts`` list of the same length gives each query's prompt prefix; other keys such as ``labels`` are ignored),
+  answered ``{"rewards": [...]}``. Each query is split into prompt and response by
+  :func:`vrm.scoring.base.split_query`: after its prompt prefix when ``prompts`` gives one it starts with, else
+  after the LAST occurrence of the response marker (``--response-marker``; default: the chat template's generation
+  prompt, or ``"\\n\\nAssistant:"`` without a template). A query with neither gets a 422 naming it.
+- ``POST /score``: ``{"pairs": [{"prompt": str | [messages], "response": str}], "num_samples": 0}`` answered
+  ``{"rewards": [...]}`` plus, for a VRM, ``objective_scores`` and ``weights`` (and ``reward_std`` when
+  ``num_samples`` > 0).
+- ``GET /health``: ``{"status": "ok", ...}``.
+
+Requests over the limits get a 413, malformed ones a 422 (FastAPI's validation), each with a message; the server
+keeps serving. Scoring is serialised by a lock (one forward pass at a time on the model).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from vrm.scoring.base import QuerySplitError
+from vrm.scoring.scorer import RewardScorer
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one request may ask for."""
+
+    #: Texts (queries or pairs) per request.
+    max_batch_size: int = 256
+    #: Characters per text (a query, or a pair's prompt and response together).
+    max_text_chars: int = 65536
+    #: Monte Carlo samples for ``reward_std`` on ``/score``.
+    max_num_samples: int = 256
+
+    def __post_init__(self):
+        for key, value in asdict(self).items():
+            if value < (0 if key == "max_num_samples" else 1):
+                raise ValueError(f"{key}={value} must be positive")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body read at all: every text at its limit, JSON-escaped (up to 6 bytes a character)."""
+        return self.max_batch_size * self.max_text_chars * 6 + (1 << 20)
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str
+    content: str
+
+
+class PairIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | list[MessageIn]
+    response: str
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pairs: list[PairIn]
+    num_samples: int = Field(0, ge=0)
+
+
+class RewardRequest(BaseModel):
+    """OpenRLHF's request; it may carry more keys (``labels``), which are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: list[str]
+    prompts: list[str] | None = None
+
+
+def _too_large(what: str, size: int, limit: int, option: str) -> HTTPException:
+    return HTTPException(413, f"{what} is {size}; the limit is {limit} (vrm-serve {option})")
+
+
+def _check_batch(n: int, limits: ServerLimits) -> None:
+    if n > limits.max_batch_size:
+        raise _too_large("the batch size", n, limits.max_batch_size, "--max-batch-size")
+
+
+def _check_text(where: str, chars: int, limits: ServerLimits) -> None:
+    if chars > limits.max_text_chars:
+        raise _too_large(f"the length of {where} in characters", chars, limits.max_text_chars, "--max-text-chars")
+
+
+def create_app(scorer: RewardScorer, limits: ServerLimits | None = None, model_name: str = "") -> FastAPI:
+    """The FastAPI application serving ``scorer``."""
+    limits = limits or ServerLimits()
+    lock = threading.Lock()
+    app = FastAPI(title="vrm reward server", description=__doc__)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+            return JSONResponse({"detail": f"the request body is {length} bytes; the limit is "
+                                           f"{limits.max_body_bytes}"}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": model_name, "head": scorer.name,
+                "response_marker": scorer.response_marker, "limits": asdict(limits)}
+
+    @app.post("/get_reward")
+    def get_reward(body: RewardRequest) -> dict:
+        _check_batch(len(body.query), limits)
+        if body.prompts is not None and len(body.prompts) != len(body.query):
+            raise HTTPException(422, f"'prompts' has {len(body.prompts)} entries but 'query' has {len(body.query)}")
+        for i, query in enumerate(body.query):
+            _check_text(f"query[{i}]", len(query), limits)
+        encoded = []
+        for i, query in enumerate(body.query):
+            try:
+                encoded.append(scorer.encode_query(query, None if body.prompts is None else body.prompts[i]))
+            except QuerySplitError as err:
+                raise HTTPException(422, f"query[{i}]: {err}") from err
+            except ValueError as err:
+                raise HTTPException(422, f"query[{i}] cannot be tokenised: {err}") from err
+        with lock:
+            return {"rewards": scorer.score_encoded(encoded)["reward"]}
+
+    @app.post("/score")
+    def score(body: ScoreRequest) -> dict:
+        _check_batch(len(body.pairs), limits)
+        if body.num_samples > limits.max_num_samples:
+            raise _too_large("num_samples", body.num_samples, limits.max_num_samples, "--max-num-samples")
+        encoded = []
+        for i, pair in enumerate(body.pairs):
+            prompt = pair.prompt if isinstance(pair.prompt, str) else [m.model_dump() for m in pair.prompt]
+            prompt_chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+            _check_text(f"pairs[{i}]", prompt_chars + len(pair.response), limits)
+            try:
+                encoded.append(scorer.encode_pair(prompt, pair.response))
+            except ValueError as err:
+                raise HTTPException(422, f"pairs[{i}] cannot be tokenised: {err}") from err
+        with lock:
+            details = scorer.score_encoded(encoded, num_samples=body.num_samples)
+        return {("rewards" if key == "reward" else key): value for key, value in details.items()}
+
+    return app
+
+
+def serve(model_dir: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: ServerLimits | None = None,
+          response_marker: str | None = None, batch_size: int = 32, device: str = "auto", dtype: str | None = None,
+          log_level: str = "info") -> None:
+    """Load ``model_dir`` and serve it until interrupted."""
+    import uvicorn
+
+    scorer = RewardScorer.from_pretrained(model_dir, batch_size=batch_size, device=device, dtype=dtype,
+                                          response_marker=response_marker)
+    uvicorn.run(create_app(scorer, limits, model_name=str(model_dir)), host=host, port=port, log_level=log_level)
