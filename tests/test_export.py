@@ -384,3 +384,18 @@ def test_vrm_score_names_the_bad_line_and_field(models, tmp_path, capsys, bad_li
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_interrupted_export_is_recovered_at_the_next_export(tmp_path):
+    """A kill between moving the old export aside and moving the new one in loses nothing."""
+    from vrm.scoring.export import MANIFEST, recover_interrupted
+
+    out = tmp_path / "export"
+    old = tmp_path / ".export.old-123"
+    old.mkdir()
+    (old / MANIFEST).write_text("{}")
+    stale = tmp_path / ".export.tmp-abc"
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")
+    recover_interrupted(out)
+    assert (out / MANIFEST).is_file() and not old.exists() and not stale.exists()

@@ -19,6 +19,19 @@ DEFAULT_OPTIMIZED_METRIC = "val/acc_best"
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (peft) on the encoder, used when ``encoder.train_mode=lora``."""
+
+    #: Rank of the low-rank update.
+    r: int = 8
+    #: Scaling numerator: the update is scaled by alpha / r.
+    alpha: int = 16
+    dropout: float = 0.05
+    #: Module names to adapt; None = peft's default for the architecture (bert: query, value).
+    target_modules: list[str] | None = None
+
+
+@dataclass
 class EncoderConfig:
     """The transformers encoder under the heads."""
 
@@ -36,13 +49,23 @@ class EncoderConfig:
     kind: str = "auto"
     #: ``last``, ``mean`` or ``cls``; ``auto`` picks ``last`` for decoder-only and ``mean`` for bidirectional.
     pooling: str = "auto"
-    #: ``full`` fine-tunes the encoder, ``frozen`` trains the heads only.
+    #: ``full`` fine-tunes the encoder, ``lora`` trains LoRA adapters (settings in ``lora``) and the heads,
+    #: ``frozen`` trains the heads only.
     train_mode: str = "full"
+    lora: LoraConfig = field(default_factory=LoraConfig)
     #: Apply the tokenizer's chat template when it has one (decoder-only encoders).
     use_chat_template: bool = True
     #: Allow custom code from a hub repository (never by default).
     trust_remote_code: bool = False
+    #: Recompute activations in the backward pass (less memory, about 30% more time; works with LoRA).
     gradient_checkpointing: bool = False
+    #: dtype the pretrained weights load in: ``float32``, or ``bfloat16``/``float16`` to halve the memory of a
+    #: large frozen base under LoRA (use with ``trainer.precision=bf16-mixed``; not for ``train_mode=full``).
+    dtype: str = "float32"
+    #: With ``train_mode=frozen``: compute the pooled representations once, keep them on disk under
+    #: ``$VRM_CACHE/features`` (keyed by encoder, pooling, max length and token ids) and train the heads
+    #: from them, skipping the encoder (vrm.training.feature_cache).
+    feature_cache: bool = True
 
 
 @dataclass
@@ -89,6 +112,9 @@ class ModelConfig:
     #: Ablations: without the weight latent (uniform w), without the feature latent (z = mu).
     use_weight_latent: bool = True
     use_feature_latent: bool = True
+    #: Training batches whose loss is NaN or Inf that may be skipped (each logged with its step and batch, the count
+    #: reported at the end); one more stops the run. 0 = stop at the first (NonFiniteLossError names step and batch).
+    max_nonfinite_batches: int = 0
 
 
 @dataclass
@@ -172,5 +198,5 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
 
 
-__all__ = ["DataConfig", "SyntheticConfig", "EncoderConfig", "ModelConfig", "OptimConfig", "TrainerConfig",
+__all__ = ["DataConfig", "SyntheticConfig", "EncoderConfig", "LoraConfig", "ModelConfig", "OptimConfig", "TrainerConfig",
            "TrainConfig", "register_configs", "DEFAULT_OPTIMIZED_METRIC"]

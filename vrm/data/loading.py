@@ -347,7 +347,16 @@ def _dataset_rows(ds: datasets.Dataset) -> Iterator[RawRow]:
 
 def _file_source(split: str, name: str) -> RawSource:
     path = _existing_file(name)
-    ds = _load_dataset(BUILDERS[_file_kind(path, "jsonl")], source=name, data_files=str(path), split="train")
+    kind = _file_kind(path, "jsonl")
+    try:
+        ds = _load_dataset(BUILDERS[kind], source=name, data_files=str(path), split="train")
+    except DataError:
+        if kind not in ("jsonl", "json"):
+            raise
+        # datasets infers one schema per file and fails on rows that disagree (a column of mixed types, rows with
+        # no columns at all): read the file row by row instead, so each bad row is named like any other.
+        row_kind, rows = READERS[kind](path)
+        return RawSource(split, name, row_kind, rows)
     return RawSource(split, name, ROW_INDEX, _dataset_rows(ds))
 
 

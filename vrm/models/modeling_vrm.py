@@ -271,7 +271,7 @@ class VRMForSequenceClassification(PreTrainedModel):
 
     Inputs are full (prompt + response) sequences. ``prompt_lengths`` (B,) gives how many leading real
     tokens are the prompt; when absent it is read from ``token_type_ids`` (segment 0) if the encoder
-    has them, and otherwise the whole sequence stands for the prompt (documented approximation for
+    has segment embeddings (``token_type_ids`` are ignored otherwise, e.g. from a BERT tokenizer on GPT-2), and otherwise the whole sequence stands for the prompt (documented approximation for
     callers that cannot split).
     """
 
@@ -285,7 +285,9 @@ class VRMForSequenceClassification(PreTrainedModel):
         self.encoder = encoder if encoder is not None else build_encoder(config.encoder_config)
         hidden = self.encoder.config.hidden_size
         self.head = VRMHead(config, hidden) if config.head == "vrm" else BTHead(hidden)
-        self._takes_position_ids = "position_ids" in inspect.signature(self.encoder.forward).parameters
+        # A peft (LoRA) wrapper's forward takes **kwargs and passes them on: ask the model it wraps.
+        base = self.encoder.get_base_model() if hasattr(self.encoder, "get_base_model") else self.encoder
+        self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -301,7 +303,7 @@ class VRMForSequenceClassification(PreTrainedModel):
 
     def _hidden(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
+        if token_type_ids is not None and self.config.use_token_types:
             kwargs["token_type_ids"] = token_type_ids
         if self._takes_position_ids:
             # Positions count real tokens only, so left and right padding give the same representation.
@@ -319,7 +321,7 @@ class VRMForSequenceClassification(PreTrainedModel):
         h_xy = pool(hidden, attention_mask, self.config.pooling)
         if not self.needs_prompt:
             return h_xy, None
-        if prompt_lengths is None and token_type_ids is not None:
+        if prompt_lengths is None and token_type_ids is not None and self.config.use_token_types:
             prompt_lengths = ((token_type_ids == 0) & attention_mask.bool()).sum(dim=1)
         if prompt_lengths is None:
             return h_xy, h_xy[:num_prompts]

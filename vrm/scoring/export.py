@@ -314,6 +314,23 @@ def verify_export(folder: str | Path) -> dict:
     return manifest
 
 
+def recover_interrupted(out_dir: Path) -> None:
+    """Undo what a killed export left beside ``out_dir``.
+
+    Partial ``.NAME.tmp-*`` folders are removed. If the kill fell between moving the previous export
+    aside (``.NAME.old-*``) and moving the new one in, the previous export is put back.
+    """
+    if not out_dir.parent.is_dir():
+        return
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in sorted(out_dir.parent.glob(f".{out_dir.name}.old-*")):
+        if not out_dir.exists() and (old / MANIFEST).is_file():
+            old.rename(out_dir)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def atomic_folder(out_dir: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``out_dir``, renamed to ``out_dir`` only when the block completes.
@@ -321,6 +338,7 @@ def atomic_folder(out_dir: Path) -> Iterator[Path]:
     An existing export at ``out_dir`` is replaced only then; an existing folder that is not an export (no manifest,
     not empty) is refused rather than deleted.
     """
+    recover_interrupted(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
         raise ExportError(f"{out_dir} exists and is not a vrm export (no {MANIFEST}); refusing to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

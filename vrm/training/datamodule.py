@@ -23,6 +23,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from vrm.data.config import DataConfig
 from vrm.data.loading import PreferenceData, load_preference_data
 from vrm.data.tokenize import PairEncoder, TruncationStats
+from vrm.training.resumable import ResumableBatchSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class PreferenceDataModule(L.LightningDataModule):
         self.data: PreferenceData | None = None
         self.splits: dict[str, datasets.Dataset] = {}
         self.truncation_report: dict[str, str] = {}
+        #: Cached frozen-encoder features per split (vrm.training.feature_cache.attach_cached_features);
+        #: a split listed here is served as feature batches instead of token batches.
+        self.features: dict[str, dict[str, torch.Tensor]] = {}
         self._settings_key = "|".join(map(str, (
             tokenizer_fingerprint(tokenizer), encoder_kind, cfg.max_length, cfg.truncation, use_token_types,
             self.pair_encoder.use_chat_template, 2)))
@@ -150,31 +154,51 @@ class PreferenceDataModule(L.LightningDataModule):
         return torch.tensor([[float("nan") if v is None else v for v in r[key]] for r in rows],
                             dtype=torch.float32)
 
-    def _loader(self, split: datasets.Dataset, train: bool) -> DataLoader:
+    def _loader(self, split: datasets.Dataset, train: bool, name: str | None = None) -> DataLoader:
+        """Evaluation loaders in row order. The training loader is resumable mid-epoch (vrm.training.resumable) in
+        one process; under DDP Lightning puts its DistributedSampler in, and a resume restarts the epoch."""
+        batch_size = self.cfg.batch_size if train else self.cfg.eval_batch_size
+        resumable = train and not (self.trainer is not None and self.trainer.world_size > 1)
+        if name in self.features:
+            from vrm.training.feature_cache import FeatureDataset, feature_loader
+
+            if not resumable:
+                return feature_loader(self.features[name], split, batch_size, shuffle=train,
+                                      generator=torch.Generator().manual_seed(self.seed) if train else None)
+            dataset = FeatureDataset(self.features[name], split)
+            return ResumableDataLoader(dataset, ResumableBatchSampler(len(dataset), batch_size, self.seed),
+                                       collate_fn=dataset.collate)
         columns = [c for c in split.column_names if c.endswith(("_input_ids", "_prompt_length", "_token_type_ids"))
                    or c.startswith("aspects_")]
         split = split.select_columns(columns)
-        batch_size = self.cfg.batch_size if train else self.cfg.eval_batch_size
-        generator = torch.Generator().manual_seed(self.seed)
-        sampler = None
-        if train and self.cfg.group_by_length:
+        if not train:
+            return DataLoader(split, batch_size=batch_size, collate_fn=self.collate, num_workers=self.cfg.num_workers)
+        lengths = None
+        if self.cfg.group_by_length:
             lengths = [max(a, b) for a, b in zip(map(len, split["chosen_input_ids"]),
                                                  map(len, split["rejected_input_ids"]))]
-            sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
-        return DataLoader(split, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                          generator=generator if train else None, collate_fn=self.collate,
-                          num_workers=self.cfg.num_workers)
+        if resumable:
+            sampler = ResumableBatchSampler(len(split), batch_size, self.seed, lengths=lengths)
+            return ResumableDataLoader(split, sampler, collate_fn=self.collate, num_workers=self.cfg.num_workers)
+        generator = torch.Generator().manual_seed(self.seed)
+        sampler = None if lengths is None else LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        return DataLoader(split, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
+                          collate_fn=self.collate, num_workers=self.cfg.num_workers)
+
+    def token_loader(self, split: datasets.Dataset) -> DataLoader:
+        """Token batches of ``split`` in row order (what the feature cache encodes)."""
+        return self._loader(split, train=False)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits[TRAIN], train=True)
+        return self._loader(self.splits[TRAIN], train=True, name=TRAIN)
 
     def val_dataloader(self) -> DataLoader:
         split = self.splits.get(VALIDATION)
-        return self._loader(split, train=False) if split is not None else []
+        return self._loader(split, train=False, name=VALIDATION) if split is not None else []
 
     @property
     def test_split_names(self) -> list[str]:
         return [s for s in TEST_SPLITS if s in self.splits]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.splits[s], train=False) for s in self.test_split_names]
+        return [self._loader(self.splits[s], train=False, name=s) for s in self.test_split_names]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,23 @@ import torch
 from torchmetrics import MaxMetric
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
+from vrm.models.encoder import apply_lora
+from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification, build_encoder
 from vrm.models.objectives import BTObjective, ObjectiveOutput, VRMObjective
+from vrm.training.feature_cache import H_CHOSEN, H_PROMPT, H_REJECTED
+from vrm.training.resumable import RNG_STATE_KEY, apply_restored_loader_state, rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
 
 #: Metric names, defined once. Logged as "<stage>/<name>" with stage train, val, test or shifted.
 LOSS, ACC, MARGIN = "loss", "acc", "margin"
 REWARD_MEAN, REWARD_STD = "reward_mean", "reward_std"
 ACC_BEST = "val/acc_best"
 TRAIN_STAGE, VAL_STAGE = "train", "val"
+#: Batches skipped for a non-finite loss, logged at each epoch end; the model config key that allows them.
+NONFINITE_METRIC, MAX_NONFINITE_KEY = "train/nonfinite_batches", "max_nonfinite_batches"
+#: Extra checkpoint keys: skipped batches and the best validation accuracy so far (RNG: RNG_STATE_KEY).
+NONFINITE_KEY, ACC_BEST_KEY = "vrm_nonfinite_batches", "vrm_val_acc_best"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -34,6 +44,11 @@ def build_objective(net: VRMForSequenceClassification, model_cfg: dict[str, Any]
                         aspect_coef=model_cfg["aspect_coef"], aspect_loss=model_cfg["aspect_loss"])
 
 
+def pair_count(batch: dict[str, torch.Tensor]) -> int:
+    """B, the number of pairs in a batch of tokens (2B rows) or of cached features (B rows)."""
+    return batch[H_CHOSEN].shape[0] if H_CHOSEN in batch else batch["input_ids"].shape[0] // 2
+
+
 class RewardModule(L.LightningModule):
     """Trains a :class:`VRMForSequenceClassification` (either head) on batches of preference pairs.
 
@@ -43,15 +58,22 @@ class RewardModule(L.LightningModule):
 
     def __init__(self, vrm_config: dict[str, Any], model_cfg: dict[str, Any], optim_cfg: dict[str, Any],
                  tokenizer_path: str | None = None, frozen_encoder: bool = False,
-                 test_split_names: list[str] | None = None, encoder: PreTrainedModel | None = None):
+                 test_split_names: list[str] | None = None, encoder: PreTrainedModel | None = None,
+                 lora: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
+        if encoder is None and lora is not None:  # rebuilding a LoRA run from its checkpoint
+            encoder = apply_lora(build_encoder(vrm_config["encoder_config"]), lora)
         self.net = VRMForSequenceClassification(VRMConfig(**vrm_config), encoder=encoder)
         self.frozen_encoder = frozen_encoder
         self.objective = build_objective(self.net, model_cfg)
         self.test_split_names = test_split_names or ["test"]
         self.val_acc_best = MaxMetric()
         self._val_acc_sum = self._val_count = 0.0
+        #: "step S (epoch E, batch B)" of every batch skipped for a non-finite loss (model.max_nonfinite_batches).
+        self.nonfinite_batches: list[str] = []
+        self._restored_rng: dict[str, Any] | None = None
+        self._restored_acc_best: torch.Tensor | None = None
         self.train()  # from_pretrained leaves encoders in eval mode; fine-tuning uses their dropout
 
     def train(self, mode: bool = True) -> RewardModule:
@@ -72,13 +94,24 @@ class RewardModule(L.LightningModule):
             return 1
         return max(1, math.ceil(cfg["kl_warmup_fraction"] * total))
 
+    def _objective(self, h_x: torch.Tensor | None, h_chosen: torch.Tensor, h_rejected: torch.Tensor,
+                   **kwargs) -> ObjectiveOutput:
+        """The objective in float32 with autocast off: under bf16-mixed training the encoder runs in bf16, but the
+        heads' Dirichlet sampling (no bf16 kernel) and KL terms need full precision."""
+        with torch.autocast(h_chosen.device.type, enabled=False):
+            return self.objective(None if h_x is None else h_x.float(), h_chosen.float(), h_rejected.float(),
+                                  **kwargs)
+
     def pair_forward(self, batch: dict[str, torch.Tensor], progress: float = 1.0) -> ObjectiveOutput:
-        n = batch["input_ids"].shape[0] // 2
+        aspects = (batch["aspects_chosen"], batch["aspects_rejected"]) if "aspects_chosen" in batch else None
+        if H_CHOSEN in batch:  # cached frozen-encoder features (vrm.training.feature_cache): heads only
+            return self._objective(batch.get(H_PROMPT), batch[H_CHOSEN], batch[H_REJECTED], progress=progress,
+                                   aspects=aspects)
+        n = pair_count(batch)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
             h_xy, h_x = self.net.representations(batch["input_ids"], batch["attention_mask"],
                                                  batch.get("token_type_ids"), batch["prompt_lengths"], num_prompts=n)
-        aspects = (batch["aspects_chosen"], batch["aspects_rejected"]) if "aspects_chosen" in batch else None
-        return self.objective(h_x, h_xy[:n], h_xy[n:], progress=progress, aspects=aspects)
+        return self._objective(h_x, h_xy[:n], h_xy[n:], progress=progress, aspects=aspects)
 
     def _log_stage(self, stage: str, out: ObjectiveOutput, batch_size: int, on_step: bool) -> None:
         margin = out.reward_chosen - out.reward_rejected
@@ -89,38 +122,78 @@ class RewardModule(L.LightningModule):
         for name, value in values.items():
             self.log(f"{stage}/{name}", value.detach() if torch.is_tensor(value) else value,
                      on_step=on_step, on_epoch=True, prog_bar=name in (LOSS, ACC), batch_size=batch_size,
-                     add_dataloader_idx=False)
+                     add_dataloader_idx=False, sync_dist=not on_step)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         progress = self.global_step / self.kl_warmup_steps
         out = self.pair_forward(batch, progress=progress)
         if not torch.isfinite(out.loss):
-            raise NonFiniteLossError(
-                f"non-finite training loss {out.loss.item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}); terms: "
-                + ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items()))
-        self._log_stage(TRAIN_STAGE, out, batch["input_ids"].shape[0] // 2, on_step=True)
+            return self._skip_nonfinite(out, batch_idx)
+        self._log_stage(TRAIN_STAGE, out, pair_count(batch), on_step=True)
         return out.loss
+
+    def _skip_nonfinite(self, out: ObjectiveOutput, batch_idx: int) -> None:
+        """Skip a batch whose loss is NaN or Inf (None: Lightning skips it), at most ``model.max_nonfinite_batches``
+        of them; past that, or with the default 0, stop with :class:`NonFiniteLossError`."""
+        allowed = int(self.hparams.model_cfg.get(MAX_NONFINITE_KEY, 0))
+        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        message = (f"non-finite training loss {out.loss.item()} at {where}; terms: "
+                   + ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items()))
+        self.nonfinite_batches.append(where)
+        if len(self.nonfinite_batches) > allowed:
+            raise NonFiniteLossError(f"{message} ({len(self.nonfinite_batches)} non-finite batches, "
+                                     f"model.{MAX_NONFINITE_KEY}={allowed})")
+        log.warning("skipping batch %d of %d allowed: %s", len(self.nonfinite_batches), allowed, message)
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        self.log(NONFINITE_METRIC, float(len(self.nonfinite_batches)))
+
+    def on_train_end(self) -> None:
+        if self.nonfinite_batches:
+            log.warning("%d training batches were skipped for a non-finite loss: %s", len(self.nonfinite_batches),
+                        "; ".join(self.nonfinite_batches))
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()
+        if self._restored_acc_best is not None:  # resumed: the best accuracy of the epochs before the restart
+            self.val_acc_best.update(self._restored_acc_best)
+        if self._restored_rng is not None:  # here, after the sanity check, so training draws as it would have
+            set_rng_state(self._restored_rng)
+        apply_restored_loader_state(self.trainer)
+        self._restored_rng = self._restored_acc_best = None
+
+    # -- checkpoints (exact resume: vrm.training.resumable) ---------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RNG_STATE_KEY] = rng_state()
+        checkpoint[NONFINITE_KEY] = list(self.nonfinite_batches)
+        if self.val_acc_best.update_called:
+            checkpoint[ACC_BEST_KEY] = self.val_acc_best.compute().detach().cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored_rng = checkpoint.get(RNG_STATE_KEY)
+        self._restored_acc_best = checkpoint.get(ACC_BEST_KEY)
+        self.nonfinite_batches = list(checkpoint.get(NONFINITE_KEY, []))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self.pair_forward(batch)
-        n = batch["input_ids"].shape[0] // 2
+        n = pair_count(batch)
         self._log_stage(VAL_STAGE, out, n, on_step=False)
         self._val_acc_sum += float((out.reward_chosen > out.reward_rejected).sum())
         self._val_count += n
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_count:
-            self.val_acc_best.update(torch.tensor(self._val_acc_sum / self._val_count))
+        # Summed over processes (DDP), so every rank tracks the accuracy on the whole validation split.
+        correct, count = self.trainer.strategy.reduce(
+            torch.tensor([self._val_acc_sum, self._val_count], device=self.device), reduce_op="sum").tolist()
+        if count:
+            self.val_acc_best.update(torch.tensor(correct / count))
             self.log(ACC_BEST, self.val_acc_best.compute(), prog_bar=True)
         self._val_acc_sum = self._val_count = 0.0
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         out = self.pair_forward(batch)
-        self._log_stage(self.test_split_names[dataloader_idx], out, batch["input_ids"].shape[0] // 2,
+        self._log_stage(self.test_split_names[dataloader_idx], out, pair_count(batch),
                         on_step=False)
 
     # -- optimisation -----------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +17,19 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from vrm.config import TrainConfig
-from vrm.models.encoder import LoadedEncoder, load_encoder
+from vrm.models.encoder import LoadedEncoder, load_encoder, lora_settings
 from vrm.models.modeling_vrm import VRMConfig
 from vrm.training.datamodule import PreferenceDataModule
+from vrm.training.feature_cache import attach_cached_features, encoder_identity
 from vrm.training.module import ACC_BEST, RewardModule
+from vrm.training.resumable import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
 #: Where a run keeps the tokenizer its checkpoints were trained with.
 TOKENIZER_DIR = "tokenizer"
+#: The metrics dict train() returns, also written into the run folder (read by sweep summaries).
+METRICS_FILE = "metrics.json"
 
 
 def as_container(cfg: Any) -> Any:
@@ -59,6 +65,7 @@ def validate(cfg: DictConfig) -> None:
         (m.beta_w >= 0, "model.beta_w", m.beta_w, "must be >= 0"),
         (m.beta_z >= 0, "model.beta_z", m.beta_z, "must be >= 0"),
         (m.tau > 0, "model.tau", m.tau, "must be > 0"),
+        (m.max_nonfinite_batches >= 0, "model.max_nonfinite_batches", m.max_nonfinite_batches, "must be >= 0"),
         (0 <= m.kl_warmup_fraction <= 1, "model.kl_warmup_fraction", m.kl_warmup_fraction, "must be in [0, 1]"),
         (cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "must be >= 1"),
         (cfg.optim.lr > 0 and cfg.optim.head_lr > 0, "optim.lr/head_lr", (cfg.optim.lr, cfg.optim.head_lr),
@@ -82,12 +89,27 @@ def metrics_to_floats(metrics: dict[str, Any]) -> dict[str, float]:
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     """``last`` means this run folder's ``checkpoints/last.ckpt`` (for resuming with the same command)."""
-    if ckpt_path == "last":
-        path = output_dir / "checkpoints" / "last.ckpt"
-        return str(path) if path.exists() else None
-    if ckpt_path is not None and not Path(ckpt_path).is_file():
+    if ckpt_path is None:
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        if ckpt_path == "last":
+            log.warning("ckpt_path=last: %s does not exist yet; starting from scratch", path)
+            return None
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
-    return ckpt_path
+    check_checkpoint_file(path)
+    return str(path)
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """Fail early, naming the file, when a checkpoint is not a complete torch zip archive (truncated, not one)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ValueError(f"checkpoint {path} cannot be resumed from: it is not a complete torch checkpoint ({err}); "
+                         "checkpoints are written atomically (AtomicCheckpointIO), so it was not written by vrm-train "
+                         "or was damaged afterwards: remove it or pass an older one as ckpt_path") from err
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -112,11 +134,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup()
     module = RewardModule(arch, as_container(cfg.model), as_container(cfg.optim), str(tokenizer_dir),
                           frozen_encoder=cfg.encoder.train_mode == "frozen",
-                          test_split_names=datamodule.test_split_names, encoder=enc.model)
+                          test_split_names=datamodule.test_split_names, encoder=enc.model,
+                          lora=lora_settings(cfg.encoder))
+    if cfg.encoder.train_mode == "frozen" and cfg.encoder.feature_cache:
+        attach_cached_features(datamodule, module.net, encoder_identity(cfg.encoder.path, enc.model))
 
     callbacks = instantiate_dict(cfg.get("callbacks"))
     loggers = instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                 plugins=[AtomicCheckpointIO()])
 
     metrics: dict[str, float] = {}
     try:
@@ -142,6 +168,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     finally:
         for logger in trainer.loggers:
             logger.finalize("success")
+    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     if ACC_BEST in metrics and not math.isfinite(metrics[ACC_BEST]):
         raise FloatingPointError(f"{ACC_BEST} is not finite: {metrics[ACC_BEST]}")
     return metrics
