@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +44,16 @@ def test_bad_input_gets_one_clear_line(tmp_path, override, named):
     assert named in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 10, result.stderr  # a short message, not a wall
+
+
+def test_train_on_a_users_jsonl_file(tmp_path):
+    """`vrm-train data=jsonl data.train=... data.validation=...` on the fixture files (issue: own data)."""
+    fixtures = Path(__file__).parent / "fixtures"
+    result = run(["data=jsonl", f"data.train={fixtures / 'explicit.jsonl'}",
+                  f"data.validation={fixtures / 'conversational.jsonl'}", "data.test_fraction=0",
+                  "data.batch_size=2", "encoder=tiny_bert", "logger=none", "trainer.max_steps=2",
+                  "trainer.enable_progress_bar=false"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["val/acc"] <= 1.0 and "train/loss" in metrics
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
