@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from vrm.data.schema import Message, PreferencePair
 
@@ -82,3 +83,42 @@ def plain_pair(head: str, response: str, marker: str) -> tuple[Prompt, str]:
         except RowFault:
             pass
     return prompt, response.strip()
+
+
+@dataclass(frozen=True)
+class TextPair:
+    """One (prompt, response) kept as text: what :class:`TextScorer` "encodes" to."""
+
+    prompt: Prompt
+    response: str
+
+
+class TextScorer:
+    """The encode-then-score interface of :class:`~vrm.scoring.scorer.RewardScorer` over a :class:`Scorer` that
+    reads text (the white-box proxy), for ``vrm-score`` and ``vrm-serve``.
+
+    ``encode_pair`` keeps the pair as it is; ``encode_query`` splits a full conversation text by
+    :func:`split_query` at ``response_marker`` (default :data:`DEFAULT_RESPONSE_MARKER`: such scorers have no chat
+    template) and :func:`plain_pair`; ``score_encoded`` gives rewards only, from ``scorer.score``.
+    """
+
+    def __init__(self, scorer: Scorer, response_marker: str | None = None):
+        self.scorer = scorer
+        self.name = scorer.name
+        self.response_marker = response_marker or DEFAULT_RESPONSE_MARKER
+
+    def encode_pair(self, prompt: Prompt, response: str) -> TextPair:
+        return TextPair(prompt, response)
+
+    def encode_query(self, query: str, prompt: str | None = None) -> TextPair:
+        head, response = split_query(query, self.response_marker, prompt)
+        return TextPair(*plain_pair(head, response, self.response_marker))
+
+    def score_encoded(self, encoded: Sequence[TextPair], num_samples: int = 0, progress: bool = False, *,
+                      question_types: Sequence[str | None] | None = None,
+                      references: Sequence[str | None] | None = None) -> dict[str, list]:
+        """``{"reward": [...]}``; ``num_samples`` and ``progress`` are accepted for the interface and ignored."""
+        if not encoded:
+            return {"reward": []}
+        return {"reward": self.scorer.score([e.prompt for e in encoded], [e.response for e in encoded],
+                                            question_types=question_types, references=references)}

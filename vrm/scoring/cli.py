@@ -26,12 +26,52 @@ class InputLineError(ValueError):
 
 
 def _scorer_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="folder written by vrm-export")
-    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--scorer", choices=("model", "proxy"), default="model",
+                        help="model: an exported reward model (--model, the default); proxy: the white-box proxy "
+                             "reward of conf/scorer/proxy.yaml (rewards only)")
+    parser.add_argument("--model", default=None, help="folder written by vrm-export (--scorer model)")
+    parser.add_argument("--proxy-encoder", default=None,
+                        help="--scorer proxy: the relevance encoder, a hub name or local folder (default: "
+                             "proxy.yaml's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="sequences per forward pass (default 32; for --scorer proxy, proxy.yaml's)")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:1, ... (default: cuda if available; for --scorer proxy, proxy.yaml's)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
-                        help="cast the model to this dtype (default: as saved)")
+                        help="cast the model to this dtype (default: as saved; not with --scorer proxy)")
     parser.add_argument("--response-marker", default=None, help=RESPONSE_MARKER_HELP)
+
+
+def _check_scorer_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.scorer == "model" and args.model is None:
+        parser.error("--model is required (or --scorer proxy)")
+    if args.scorer == "proxy":
+        for option, value in (("--model", args.model), ("--dtype", args.dtype)):
+            if value is not None:
+                parser.error(f"{option} does not go with --scorer proxy")
+    elif args.proxy_encoder is not None:
+        parser.error("--proxy-encoder needs --scorer proxy")
+
+
+def build_scorer(args: argparse.Namespace):
+    """The scorer of the scoring options: an export loaded as a ``RewardScorer``, or the proxy as a ``TextScorer``."""
+    if args.scorer == "proxy":
+        from omegaconf import OmegaConf
+
+        from vrm.proxy import ProxyRewardScorer
+        from vrm.scoring.base import TextScorer
+        from vrm.training.compose import CONFIG_DIR
+
+        cfg = OmegaConf.load(CONFIG_DIR / "scorer" / "proxy.yaml")
+        for key, value in (("encoder", args.proxy_encoder), ("batch_size", args.batch_size),
+                           ("device", None if args.device == "auto" else args.device)):
+            if value is not None:
+                cfg[key] = value
+        return TextScorer(ProxyRewardScorer.from_config(cfg), response_marker=args.response_marker)
+    from vrm.scoring.scorer import RewardScorer
+
+    return RewardScorer.from_pretrained(args.model, batch_size=args.batch_size or 32, device=args.device,
+                                        dtype=args.dtype, response_marker=args.response_marker)
 
 
 def _run(main, *args) -> None:
@@ -87,6 +127,12 @@ def _messages(value, path: Path, line: int, field: str) -> list[dict]:
 
 def _encode_row(row: dict, scorer, path: Path, line: int):
     """The encoded sequence of one input object (``prompt``+``response``, ``messages`` or ``query``)."""
+    from vrm.data.schema import QUESTION_TYPES
+
+    if row.get("question_type") not in (None, *QUESTION_TYPES):
+        raise InputLineError(path, line, "question_type", f"must be one of {list(QUESTION_TYPES)}")
+    if not isinstance(row.get("reference", ""), str | None):
+        raise InputLineError(path, line, "reference", "must be a string (a reference answer)")
     if "query" in row:
         if not isinstance(row["query"], str):
             raise InputLineError(path, line, "query", "must be a string (a full conversation text)")
@@ -135,9 +181,14 @@ def read_score_input(path: Path, scorer) -> tuple[list[dict], list]:
 
 
 def score_file(scorer, input_path: Path, output_path: Path, num_samples: int = 0, progress: bool = True) -> int:
-    """Score a JSON Lines file into another (each input object plus ``reward`` and VRM's extras); returns lines."""
+    """Score a JSON Lines file into another (each input object plus ``reward`` and VRM's extras); returns lines.
+
+    A line's ``question_type`` and ``reference`` go to the scorer (the proxy uses them).
+    """
     rows, encoded = read_score_input(input_path, scorer)
-    details = scorer.score_encoded(encoded, num_samples=num_samples, progress=progress)
+    details = scorer.score_encoded(encoded, num_samples=num_samples, progress=progress,
+                                   question_types=[row.get("question_type") for row in rows],
+                                   references=[row.get("reference") for row in rows])
     output_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.", dir=output_path.parent)
     try:
@@ -152,14 +203,16 @@ def score_file(scorer, input_path: Path, output_path: Path, num_samples: int = 0
 
 
 def score_main(argv: Sequence[str] | None = None) -> None:
-    """``vrm-score --model DIR --input FILE --output FILE``."""
+    """``vrm-score --model DIR | --scorer proxy --input FILE --output FILE``."""
     parser = argparse.ArgumentParser(
         prog="vrm-score",
-        description="Score a JSON Lines file with an exported reward model. Each line is an object with 'prompt' "
+        description="Score a JSON Lines file with an exported reward model (or the white-box proxy reward, "
+                    "--scorer proxy). Each line is an object with 'prompt' "
                     "(a string or a list of {role, content} messages) and 'response', or 'messages' (a conversation "
                     "ending with the assistant response), or 'query' (a full conversation text, split at the "
-                    "response marker). Each output line is the input object plus 'reward' and, for a VRM, "
-                    "'objective_scores' and 'weights' (and 'reward_std' with --num-samples).")
+                    "response marker); optional 'question_type' (open, closed or \"\") and 'reference' go to the proxy. Each "
+                    "output line is the input object plus 'reward' and, for a VRM, 'objective_scores' and "
+                    "'weights' (and 'reward_std' with --num-samples).")
     _scorer_options(parser)
     parser.add_argument("--input", required=True, type=Path, help="JSON Lines file to score")
     parser.add_argument("--output", required=True, type=Path, help="JSON Lines file to write (replaced when done)")
@@ -167,14 +220,14 @@ def score_main(argv: Sequence[str] | None = None) -> None:
                         help="VRM: Monte Carlo samples for a reward standard deviation (default 0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    _check_scorer_options(parser, args)
+    if args.scorer == "proxy" and args.num_samples:
+        parser.error("--num-samples needs a VRM export (--model)")
 
     def main() -> None:
-        from vrm.scoring.scorer import RewardScorer
-
         if not args.input.is_file():
             raise FileNotFoundError(f"--input {args.input} does not exist")
-        scorer = RewardScorer.from_pretrained(args.model, batch_size=args.batch_size, device=args.device,
-                                              dtype=args.dtype, response_marker=args.response_marker)
+        scorer = build_scorer(args)
         n = score_file(scorer, args.input, args.output, args.num_samples, progress=not args.no_progress)
         print(f"scored {n} lines -> {args.output}", file=sys.stderr)
 
@@ -183,13 +236,13 @@ def score_main(argv: Sequence[str] | None = None) -> None:
 
 # -- vrm-serve --------------------------------------------------------------------------------------
 def serve_main(argv: Sequence[str] | None = None) -> None:
-    """``vrm-serve --model DIR --port N``."""
+    """``vrm-serve --model DIR | --scorer proxy --port N``."""
     from vrm.scoring.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits
 
     defaults = ServerLimits()
     parser = argparse.ArgumentParser(
         prog="vrm-serve",
-        description="Serve an exported reward model over HTTP: POST /get_reward (OpenRLHF's {\"query\": [...]} -> "
+        description="Serve an exported reward model (or the white-box proxy reward, --scorer proxy) over HTTP: POST /get_reward (OpenRLHF's {\"query\": [...]} -> "
                     "{\"rewards\": [...]}), POST /score ({\"pairs\": [{prompt, response}]} -> rewards and VRM "
                     "extras), GET /health.")
     _scorer_options(parser)
@@ -203,12 +256,13 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
                         help=f"Monte Carlo samples per /score request (default {defaults.max_num_samples})")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     args = parser.parse_args(argv)
+    _check_scorer_options(parser, args)
 
     def main() -> None:
         from vrm.scoring.server import serve
 
         limits = ServerLimits(args.max_batch_size, args.max_text_chars, args.max_num_samples)
-        serve(args.model, args.host, args.port, limits, args.response_marker, args.batch_size, args.device,
-              args.dtype, args.log_level)
+        name = args.model or f"proxy ({args.proxy_encoder or 'conf/scorer/proxy.yaml'})"
+        serve(build_scorer(args), args.host, args.port, limits, name, args.log_level)
 
     _run(main)

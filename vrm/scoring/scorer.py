@@ -211,10 +211,13 @@ class RewardScorer(Scorer):
     # -- scoring ----------------------------------------------------------------------------------
     @torch.inference_mode()
     def score_encoded(self, encoded: Sequence[EncodedSequence], num_samples: int = 0,
-                      progress: bool | Callable[[int], None] = False) -> dict[str, list]:
+                      progress: bool | Callable[[int], None] = False, *,
+                      question_types: Sequence[str | None] | None = None,
+                      references: Sequence[str | None] | None = None) -> dict[str, list]:
         """Rewards of encoded sequences; for a VRM also ``objective_scores``, ``weights`` (and ``reward_std``).
 
         ``progress``: True shows a tqdm bar on stderr; a callable is called with the number of sequences done.
+        ``question_types``, ``references``: ignored (as by :meth:`score`).
         """
         results: dict[str, list] = {"reward": [None] * len(encoded)}
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))

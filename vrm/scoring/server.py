@@ -1,4 +1,5 @@
-"""An HTTP reward server (FastAPI) over a :class:`~vrm.scoring.scorer.RewardScorer`.
+"""An HTTP reward server (FastAPI) over a :class:`~vrm.scoring.scorer.RewardScorer` (an export) or a
+:class:`~vrm.scoring.base.TextScorer` (the white-box proxy: rewards only, no chat template).
 
 - ``POST /get_reward``: OpenRLHF's remote reward model request ``{"query": [full conversation texts]}`` (an optional
   ``prompts`` list of the same length gives each query's prompt prefix; other keys such as ``labels`` are ignored),
@@ -6,8 +7,8 @@
   :func:`vrm.scoring.base.split_query`: after its prompt prefix when ``prompts`` gives one it starts with, else
   after the LAST occurrence of the response marker (``--response-marker``; default: the chat template's generation
   prompt, or ``"\\n\\nAssistant:"`` without a template). A query with neither gets a 422 naming it.
-- ``POST /score``: ``{"pairs": [{"prompt": str | [messages], "response": str}], "num_samples": 0}`` answered
-  ``{"rewards": [...]}`` plus, for a VRM, ``objective_scores`` and ``weights`` (and ``reward_std`` when
+- ``POST /score``: ``{"pairs": [{"prompt": str | [messages], "response": str}], "num_samples": 0}`` (a pair may
+  add ``question_type`` and ``reference``, which the proxy uses) answered ``{"rewards": [...]}`` plus, for a VRM, ``objective_scores`` and ``weights`` (and ``reward_std`` when
   ``num_samples`` > 0).
 - ``GET /health``: ``{"status": "ok", ...}``.
 
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from vrm.scoring.base import QuerySplitError
+from vrm.scoring.base import QuerySplitError, TextScorer
 from vrm.scoring.scorer import RewardScorer
 
 DEFAULT_HOST = "127.0.0.1"
@@ -63,6 +65,8 @@ class PairIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: str | list[MessageIn]
     response: str
+    question_type: Literal["open", "closed", ""] | None = None
+    reference: str | None = None
 
 
 class ScoreRequest(BaseModel):
@@ -93,7 +97,7 @@ def _check_text(where: str, chars: int, limits: ServerLimits) -> None:
         raise _too_large(f"the length of {where} in characters", chars, limits.max_text_chars, "--max-text-chars")
 
 
-def create_app(scorer: RewardScorer, limits: ServerLimits | None = None, model_name: str = "") -> FastAPI:
+def create_app(scorer: RewardScorer | TextScorer, limits: ServerLimits | None = None, model_name: str = "") -> FastAPI:
     """The FastAPI application serving ``scorer``."""
     limits = limits or ServerLimits()
     lock = threading.Lock()
@@ -144,19 +148,21 @@ def create_app(scorer: RewardScorer, limits: ServerLimits | None = None, model_n
                 encoded.append(scorer.encode_pair(prompt, pair.response))
             except ValueError as err:
                 raise HTTPException(422, f"pairs[{i}] cannot be tokenised: {err}") from err
-        with lock:
-            details = scorer.score_encoded(encoded, num_samples=body.num_samples)
+        try:
+            with lock:
+                details = scorer.score_encoded(encoded, num_samples=body.num_samples,
+                                               question_types=[pair.question_type for pair in body.pairs],
+                                               references=[pair.reference for pair in body.pairs])
+        except ValueError as err:  # e.g. the proxy's closed-ended pair without a reference
+            raise HTTPException(422, f"the pairs cannot be scored: {err}") from err
         return {("rewards" if key == "reward" else key): value for key, value in details.items()}
 
     return app
 
 
-def serve(model_dir: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: ServerLimits | None = None,
-          response_marker: str | None = None, batch_size: int = 32, device: str = "auto", dtype: str | None = None,
-          log_level: str = "info") -> None:
-    """Load ``model_dir`` and serve it until interrupted."""
+def serve(scorer: RewardScorer | TextScorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          limits: ServerLimits | None = None, model_name: str = "", log_level: str = "info") -> None:
+    """Serve ``scorer`` until interrupted."""
     import uvicorn
 
-    scorer = RewardScorer.from_pretrained(model_dir, batch_size=batch_size, device=device, dtype=dtype,
-                                          response_marker=response_marker)
-    uvicorn.run(create_app(scorer, limits, model_name=str(model_dir)), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(scorer, limits, model_name=model_name), host=host, port=port, log_level=log_level)
