@@ -1,0 +1,492 @@
+"""VRM vs Bradley-Terry on the synthetic benchmark, over seeds, with ablations and best-of-N.
+
+Every variant (:data:`VARIANTS`) trains once per seed with the same data, encoder and budget (:data:`BUDGETS`,
+the one place the budget is set); each trained model is exported and evaluated with
+:func:`vrm.evaluation.evaluate.evaluate` (in-distribution ``test`` and ``shifted`` accuracy, calibration, length
+bias, weight recovery, uncertainty, best-of-N on the same candidate set), and the white-box proxy is evaluated
+once beside them. Results go to ``experiments/results/vrm_vs_bt/`` (``--quick``: ``.../vrm_vs_bt_quick/``):
+``results.json``, ``results.md`` (mean and standard deviation over seeds per metric, and the exact command) and
+the plots. Run folders (checkpoints, exports, each ``eval.json``) go under ``runs/`` and a finished run is
+reused when the same command is run again.
+
+    python experiments/vrm_vs_bt/run.py                          # full: 5 seeds x 5 variants, default budget
+    python experiments/vrm_vs_bt/run.py --quick                  # 2 seeds, a small budget (a CPU check)
+    python experiments/vrm_vs_bt/run.py trainer.accelerator=auto # extra overrides go to every training run
+                                                                 # (data.* ones to the evaluations too)
+    python experiments/vrm_vs_bt/run.py --jobs 5 trainer.accelerator=auto   # 5 runs at a time (a GPU machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vrm.evaluation import evaluate as E
+from vrm.evaluation import metrics as m
+from vrm.evaluation import synthetic_eval as se
+from vrm.evaluation.evaluate import to_json
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The compared models: name -> training overrides. All VRM ablations keep every other option at its default.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "bt": ("model=bt",),
+    "vrm": ("model=vrm",),
+    "vrm_no_weight_latent": ("model=vrm", "model.use_weight_latent=false"),
+    "vrm_no_feature_latent": ("model=vrm", "model.use_feature_latent=false"),
+    "vrm_pair_posterior": ("model=vrm", "model.weight_posterior=pair", "model.weight_prior=learned"),
+}
+#: The white-box proxy's column in the tables.
+PROXY = "proxy"
+#: How the trained models are scored: on the GPU when there is one, with this many samples for the reward std.
+MODEL_SCORER = ("scorer=model", "scorer.device=auto", "scorer.uncertainty_samples=32")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Seeds and Hydra overrides of one budget: ``data`` goes to training and evaluation alike, ``eval`` to every
+    evaluation (the trained models' and the proxy's)."""
+
+    name: str
+    seeds: tuple[int, ...]
+    data: tuple[str, ...]
+    train: tuple[str, ...]
+    eval: tuple[str, ...]
+
+
+#: The budgets. ``full`` is the default training run made explicit (data/synthetic.yaml, trainer/default.yaml; a
+#: test checks that they agree).
+#: Training skips its own test pass (``test=false``): the evaluation scores the same splits.
+BUDGETS: dict[str, Budget] = {
+    "full": Budget(
+        name="full", seeds=(0, 1, 2, 3, 4),
+        data=("data=synthetic", "data.synthetic.seed=0", "data.synthetic.num_train=1200",
+              "data.synthetic.num_validation=200", "data.synthetic.num_test=400", "data.synthetic.num_shifted=400"),
+        train=("encoder=minilm", "trainer=default", "trainer.max_epochs=2", "data.batch_size=16", "logger=csv",
+               "trainer.enable_progress_bar=false", "test=false"),
+        eval=("best_of_n.num_prompts=64", "best_of_n.n_max=64"),
+    ),
+    "quick": Budget(
+        name="quick", seeds=(0, 1),
+        data=("data=synthetic", "data.synthetic.seed=0", "data.synthetic.num_train=320",
+              "data.synthetic.num_validation=64", "data.synthetic.num_test=200", "data.synthetic.num_shifted=200"),
+        train=("encoder=minilm", "trainer=default", "trainer.max_epochs=1", "data.batch_size=16", "logger=none",
+               "trainer.enable_progress_bar=false", "test=false"),
+        eval=("best_of_n.num_prompts=16", "best_of_n.n_max=32"),
+    ),
+}
+
+#: Metrics of the tables: key -> (label, path into an eval.json).
+METRICS: dict[str, tuple[str, tuple]] = {
+    "test_accuracy": ("accuracy, test (in-distribution)", (E.SPLITS, "test", m.ACCURACY)),
+    "shifted_accuracy": ("accuracy, shifted (opener reversed)", (E.SPLITS, "shifted", m.ACCURACY)),
+    "test_ece": ("ECE, test", (E.SPLITS, "test", m.ECE)),
+    "shifted_ece": ("ECE, shifted", (E.SPLITS, "shifted", m.ECE)),
+    "test_acc_chosen_longer": ("acc. when chosen is longer, test", (E.SPLITS, "test", E.LENGTH, m.ACC_CHOSEN_LONGER)),
+    "test_acc_chosen_shorter": ("acc. when chosen is shorter, test",
+                                (E.SPLITS, "test", E.LENGTH, m.ACC_CHOSEN_SHORTER)),
+    "test_spearman_reward_length": ("spearman(reward, length), test",
+                                    (E.SPLITS, "test", E.LENGTH, m.SPEARMAN_REWARD_LENGTH)),
+    "weight_recovery": ("weight recovery, test", (E.SPLITS, "test", m.WEIGHT_RECOVERY, m.WEIGHT_RECOVERY)),
+    "reward_std_correct": ("reward std on correct pairs, test", (E.SPLITS, "test", E.UNCERTAINTY, m.STD_CORRECT)),
+    "reward_std_wrong": ("reward std on wrong pairs, test", (E.SPLITS, "test", E.UNCERTAINTY, m.STD_WRONG)),
+    "bon_true_at_1": ("best-of-N true reward, n=1", (E.BEST_OF_N, se.BON_TRUE, 0)),
+    "bon_true_at_max": ("best-of-N true reward, n=max", (E.BEST_OF_N, se.BON_TRUE, -1)),
+    "bon_opener_at_max": ("best-of-N picks with opener, n=max", (E.BEST_OF_N, se.BON_SPURIOUS, -1)),
+    "bon_spearman": ("best-of-N spearman(own, true)", (E.BEST_OF_N, se.BON_SPEARMAN)),
+}
+
+
+def lookup(evaluation: Mapping[str, Any], path: Sequence) -> float | None:
+    """The value at ``path`` in an eval.json (None where absent or not finite)."""
+    value: Any = evaluation
+    for key in path:
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def flat_metrics(evaluation: Mapping[str, Any]) -> dict[str, float | None]:
+    return {key: lookup(evaluation, path) for key, (_, path) in METRICS.items()}
+
+
+def summarise(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and sample standard deviation over the seeds that have the metric."""
+    present = [v for v in values if v is not None]
+    return {
+        "mean": float(np.mean(present)) if present else None,
+        "std": float(np.std(present, ddof=1)) if len(present) > 1 else None,
+        "n": len(present),
+        "values": list(values),
+    }
+
+
+# ---------------------------------------------------------------- running
+
+
+def data_extras(extra: Sequence[str]) -> list[str]:
+    """The extra overrides that change the data, which the evaluations must see too."""
+    return [o for o in extra if o.lstrip("+~").startswith("data.") or o.lstrip("+~").startswith("data=")]
+
+
+def train_overrides(budget: Budget, variant: str, seed: int, extra: Sequence[str], export_dir: Path) -> list[str]:
+    return [*budget.data, *budget.train, *VARIANTS[variant], f"seed={seed}", *extra, f"export_dir={export_dir}"]
+
+
+def eval_overrides(budget: Budget, extra: Sequence[str], scorer: Sequence[str]) -> list[str]:
+    return [*budget.data, *data_extras(extra), *budget.eval, *scorer]
+
+
+def evaluate_with(overrides: list[str], out_dir: Path) -> dict[str, Any]:
+    from vrm.evaluation.cli import register_eval_configs
+    from vrm.evaluation.evaluate import evaluate
+    from vrm.training.compose import compose_config
+
+    register_eval_configs()
+    return evaluate(compose_config(overrides, out_dir, config_name="eval"))
+
+
+def run_paths(budget: Budget, variant: str, seed: int, extra: Sequence[str],
+              runs_dir: Path) -> tuple[Path, list[str], list[str]]:
+    """A run's folder, its training overrides and its evaluation overrides."""
+    run_dir = runs_dir / variant / f"seed{seed}"
+    export_dir = run_dir / "export"
+    return (run_dir, train_overrides(budget, variant, seed, extra, export_dir),
+            eval_overrides(budget, extra, [*MODEL_SCORER, f"model_path={export_dir}"]))
+
+
+def finished_record(record_path: Path, train: Sequence[str] | None, evals: Sequence[str]) -> dict[str, Any] | None:
+    """The record of a run made with the same overrides, if there is one."""
+    if not record_path.exists():
+        return None
+    record = json.loads(record_path.read_text())
+    same = record.get("train_overrides") == (None if train is None else list(train))
+    return record if same and record["eval_overrides"] == list(evals) else None
+
+
+def run_one(budget: Budget, variant: str, seed: int, extra: Sequence[str], runs_dir: Path, *,
+            keep_checkpoints: bool = False) -> dict[str, Any]:
+    """Train, export and evaluate one (variant, seed); reuse its record when the same overrides ran before."""
+    from vrm.training.compose import compose_config
+    from vrm.training.train import train
+
+    run_dir, overrides, evals = run_paths(budget, variant, seed, extra, runs_dir)
+    record_path = run_dir / "run.json"
+    record = finished_record(record_path, overrides, evals)
+    if record is not None:
+        print(f"[{variant} seed {seed}] reusing {record_path}")
+        return record
+    print(f"[{variant} seed {seed}] training: {' '.join(overrides)}", flush=True)
+    start = time.perf_counter()
+    train_metrics = train(compose_config(overrides, run_dir / "train"))
+    train_seconds = time.perf_counter() - start
+    if not keep_checkpoints:
+        shutil.rmtree(run_dir / "train" / "checkpoints", ignore_errors=True)
+    start = time.perf_counter()
+    evaluation = evaluate_with(evals, run_dir / "eval")
+    record = {
+        "variant": variant, "seed": seed, "train_overrides": overrides, "eval_overrides": evals,
+        "train_metrics": train_metrics, "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - start, "eval_json": str(run_dir / "eval" / "eval.json"),
+        "metrics": flat_metrics(evaluation), "best_of_n": evaluation.get(E.BEST_OF_N),
+    }
+    record = to_json(record)
+    record_path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    return record
+
+
+def run_in_subprocesses(budget: Budget, tasks: Sequence[tuple[str, int]], extra: Sequence[str], runs_dir: Path,
+                        jobs: int, *, keep_checkpoints: bool = False) -> None:
+    """Run the unfinished (variant, seed) tasks in up to ``jobs`` child processes of this script at a time, each
+    with its share of the CPU threads and its output in its run folder's ``run.log``."""
+    def finished(variant: str, seed: int) -> bool:
+        run_dir, train, evals = run_paths(budget, variant, seed, extra, runs_dir)
+        return finished_record(run_dir / "run.json", train, evals) is not None
+
+    todo = [(v, s) for v, s in tasks if not finished(v, s)]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    def launch(task: tuple[str, int]) -> int:
+        variant, seed = task
+        log_path = runs_dir / variant / f"seed{seed}" / "run.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, str(Path(__file__).resolve()), "--single", f"{variant}:{seed}",
+                   "--budget-json", json.dumps(asdict(budget)), "--runs-dir", str(runs_dir),
+                   *(["--keep-checkpoints"] if keep_checkpoints else []), "--", *extra]
+        print(f"[{variant} seed {seed}] started; log {log_path}", flush=True)
+        with log_path.open("w") as log:
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode
+        print(f"[{variant} seed {seed}] finished with exit code {code}", flush=True)
+        return code
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        codes = list(pool.map(launch, todo))
+    failed = [f"{v} seed {s}" for (v, s), code in zip(todo, codes) if code != 0]
+    if failed:
+        raise RuntimeError(f"runs failed: {failed}; see run.log in their folders under {runs_dir}")
+
+
+def run_proxy(budget: Budget, extra: Sequence[str], runs_dir: Path) -> dict[str, Any]:
+    """The white-box proxy on the same splits and best-of-N set (deterministic: one run); reused like a run."""
+    out_dir = runs_dir / PROXY
+    overrides = eval_overrides(budget, extra, ["scorer=proxy"])
+    record_path = out_dir / "run.json"
+    record = finished_record(record_path, None, overrides)
+    if record is not None:
+        print(f"[{PROXY}] reusing {record_path}")
+        return record
+    evaluation = evaluate_with(overrides, out_dir)
+    record = to_json({"eval_overrides": overrides, "eval_json": str(out_dir / "eval.json"),
+                      "metrics": flat_metrics(evaluation), "best_of_n": evaluation.get(E.BEST_OF_N),
+                      "data_context": data_context(evaluation)})
+    record_path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    return record
+
+
+def data_context(evaluation: Mapping[str, Any]) -> dict[str, float | None]:
+    """Properties of the data itself: the true reward's accuracy (the ceiling) and the length-only baseline."""
+    context = {}
+    for split in ("test", "shifted"):
+        context[f"{split}_true_reward_accuracy"] = lookup(evaluation, (E.SPLITS, split, E.TRUE_REWARD_ACCURACY))
+        context[f"{split}_length_only_accuracy"] = lookup(evaluation, (E.SPLITS, split, E.LENGTH,
+                                                                       m.LENGTH_ONLY_ACCURACY))
+        context[f"{split}_pairs"] = lookup(evaluation, (E.SPLITS, split, E.N_PAIRS))
+    return context
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def run_experiment(budget: Budget, variants: Sequence[str], extra: Sequence[str], results_dir: Path,
+                   runs_dir: Path, command: str, *, jobs: int = 1, keep_checkpoints: bool = False) -> dict[str, Any]:
+    """Every (variant, seed) and the proxy; writes results.json, results.md and the plots into ``results_dir``.
+
+    ``jobs`` > 1 trains and evaluates that many runs at a time in child processes (on one GPU, or CPU cores).
+    """
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    start = time.perf_counter()
+    tasks = [(v, seed) for v in variants for seed in budget.seeds]
+    if jobs > 1:
+        run_in_subprocesses(budget, tasks, extra, runs_dir, jobs, keep_checkpoints=keep_checkpoints)
+    runs = [run_one(budget, v, seed, extra, runs_dir, keep_checkpoints=keep_checkpoints) for v, seed in tasks]
+    proxy = run_proxy(budget, extra, runs_dir)
+    summary = {v: {k: summarise([r["metrics"][k] for r in runs if r["variant"] == v]) for k in METRICS}
+               for v in variants}
+    summary[PROXY] = {k: summarise([proxy["metrics"][k]]) for k in METRICS}
+    for v in variants:
+        summary[v]["train_seconds"] = summarise([r["train_seconds"] for r in runs if r["variant"] == v])
+    results = {
+        "command": command, "device": device_name(), "budget": asdict(budget), "variants": {v: VARIANTS[v]
+                                                                                              for v in variants},
+        "extra_overrides": list(extra), "jobs": jobs, "total_seconds": time.perf_counter() - start,
+        "data_context": proxy["data_context"], "summary": summary, "runs": runs, "proxy": proxy,
+        "best_of_n": best_of_n_summary(runs, proxy),
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    results["plots"] = write_plots(results, runs, results_dir)
+    results = to_json(results)
+    (results_dir / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    (results_dir / "results.md").write_text(markdown(results) + "\n")
+    print("\n" + markdown(results))
+    print(f"\nwrote {results_dir}")
+    return results
+
+
+def best_of_n_summary(runs: Sequence[Mapping[str, Any]], proxy: Mapping[str, Any]) -> dict[str, Any]:
+    """Per scorer: mean and std over seeds of the true reward of the pick at each n; the oracle curve."""
+    curves: dict[str, list[list[float]]] = {}
+    for run in runs:
+        if run.get("best_of_n"):
+            curves.setdefault(run["variant"], []).append(run["best_of_n"][se.BON_TRUE])
+    if proxy.get("best_of_n"):
+        curves[PROXY] = [proxy["best_of_n"][se.BON_TRUE]]
+    reference = proxy.get("best_of_n") or next((r["best_of_n"] for r in runs if r.get("best_of_n")), None)
+    if reference is None:
+        return {}
+    return {
+        "ns": reference[se.BON_NS], "oracle": reference[se.BON_ORACLE],
+        "curves": {name: {"mean": np.mean(c, axis=0).tolist(),
+                          "std": np.std(c, axis=0, ddof=1).tolist() if len(c) > 1 else None, "n": len(c)}
+                   for name, c in curves.items()},
+    }
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def _cell(stats: Mapping[str, Any]) -> str:
+    if stats["mean"] is None:
+        return "n/a"
+    return f"{stats['mean']:.3f}" + (f" ± {stats['std']:.3f}" if stats["std"] is not None else "")
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    """The results as markdown: the command, the budget, a metric x model table (mean ± std over seeds)."""
+    budget = results["budget"]
+    columns = list(results["summary"])
+    lines = [
+        f"# VRM vs BT on the synthetic benchmark ({budget['name']} budget)", "",
+        f"Command: `{results['command']}`", "",
+        f"Device: {results['device']}; total time {results['total_seconds'] / 60:.1f} min; seeds "
+        f"{list(budget['seeds'])} (training seed; the data is the same for every run).", "",
+        "Budget (Hydra overrides): data `" + " ".join(budget["data"]) + "`; training `" + " ".join(budget["train"])
+        + "`; evaluation `" + " ".join(budget["eval"]) + "`"
+        + (f"; extra `{' '.join(results['extra_overrides'])}`" if results["extra_overrides"] else "") + ".", "",
+        "Variants: " + "; ".join(f"`{v}` = `{' '.join(o)}`" for v, o in results["variants"].items())
+        + f"; `{PROXY}` = the white-box proxy reward (no training, one run).", "",
+        "Cells: mean ± sample standard deviation over seeds.", "",
+        "| metric | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for key, (label, _) in METRICS.items():
+        lines.append(f"| {label} | " + " | ".join(_cell(results["summary"][c][key]) for c in columns) + " |")
+    lines.append("| training time (s) | " + " | ".join(
+        _cell(results["summary"][c]["train_seconds"]) if "train_seconds" in results["summary"][c] else "n/a"
+        for c in columns) + " |")
+    context = ", ".join(f"{key} {'n/a' if value is None else f'{value:.4g}'}"
+                        for key, value in results["data_context"].items())
+    lines += ["", f"Data (same for every scorer): {context}."]
+    if results.get("best_of_n"):
+        bon = results["best_of_n"]
+        lines += ["", "Best-of-N: mean true reward of the pick (± std over seeds)", "",
+                  "| scorer | " + " | ".join(f"n={n}" for n in bon["ns"]) + " |",
+                  "|---|" + "---|" * len(bon["ns"])]
+        for name, curve in bon["curves"].items():
+            cells = [f"{m:.3f}" + (f" ± {s:.3f}" if curve["std"] is not None else "")
+                     for m, s in zip(curve["mean"], curve["std"] or [0.0] * len(curve["mean"]))]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("| oracle | " + " | ".join(f"{v:.3f}" for v in bon["oracle"]) + " |")
+    if results.get("plots"):
+        lines += ["", "Plots: " + ", ".join(f"[{name}]({name})" for name in results["plots"]) + "."]
+    return "\n".join(lines)
+
+
+def write_plots(results: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], results_dir: Path) -> list[str]:
+    """accuracy.png (bars with seed dots), best_of_n.png (curves ± std) and the first VRM seed's own plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    columns = list(results["summary"])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(columns), 4))
+    width = 0.38
+    for offset, (key, label) in enumerate((("test_accuracy", "test"), ("shifted_accuracy", "shifted"))):
+        x = np.arange(len(columns)) + (offset - 0.5) * width
+        stats = [results["summary"][c][key] for c in columns]
+        means = [s["mean"] if s["mean"] is not None else np.nan for s in stats]
+        errors = [s["std"] or 0.0 for s in stats]
+        ax.bar(x, means, width, yerr=errors, capsize=3, label=label, alpha=0.8)
+        for xi, s in zip(x, stats):
+            values = [v for v in s["values"] if v is not None]
+            ax.plot([xi] * len(values), values, "k.", markersize=4)
+    ax.axhline(0.5, color="gray", linewidth=0.8, linestyle=":")
+    ax.set_xticks(np.arange(len(columns)), columns, rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("pairwise accuracy")
+    ax.set_title("Accuracy, mean ± std over seeds (dots: seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(results_dir / "accuracy.png", dpi=120)
+    plt.close(fig)
+    written.append("accuracy.png")
+
+    bon = results.get("best_of_n")
+    if bon:
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        ns = np.array(bon["ns"])
+        for name, curve in bon["curves"].items():
+            mean = np.array(curve["mean"])
+            (line,) = ax.plot(ns, mean, marker="o", label=name)
+            if curve["std"] is not None:
+                std = np.array(curve["std"])
+                ax.fill_between(ns, mean - std, mean + std, alpha=0.15, color=line.get_color())
+        ax.plot(ns, bon["oracle"], "k--", label="oracle")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xlabel("n (candidates per prompt)")
+        ax.set_ylabel("mean true reward of the pick")
+        ax.set_title("Best-of-N on synthetic prompts (band: ± std over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(results_dir / "best_of_n.png", dpi=120)
+        plt.close(fig)
+        written.append("best_of_n.png")
+
+    for variant, plot in (("vrm", "test_weights_by_subset.png"), ("vrm", "test_reliability.png"),
+                          ("bt", "test_reliability.png")):
+        run = next((r for r in runs if r["variant"] == variant), None)
+        source = Path(run["eval_json"]).parent / plot if run else None
+        if source is not None and source.exists():
+            name = f"{variant}_seed{run['seed']}_{plot}"
+            shutil.copyfile(source, results_dir / name)
+            written.append(name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the quick budget (2 seeds, 320 pairs, 1 epoch)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1; default: the budget's)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
+    parser.add_argument("--results-dir", default=None, help="default experiments/results/vrm_vs_bt[_quick]")
+    parser.add_argument("--runs-dir", default=None, help="default runs/vrm_vs_bt[_quick]")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, in child processes (default 1)")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep each run's .ckpt files (large)")
+    parser.add_argument("--single", default=None, help=argparse.SUPPRESS)  # VARIANT:SEED, a --jobs child
+    parser.add_argument("--budget-json", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every training run (data.* ones also "
+                                                     "for the evaluations), e.g. trainer.accelerator=auto")
+    args = parser.parse_args(argv)
+    if args.single is not None:  # one run of a parent's --jobs, with the parent's budget
+        variant, seed = args.single.rsplit(":", 1)
+        budget = Budget(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.budget_json).items()})
+        run_one(budget, variant, int(seed), args.overrides, Path(args.runs_dir), keep_checkpoints=args.keep_checkpoints)
+        return
+    budget = BUDGETS["quick" if args.quick else "full"]
+    if args.seeds is not None:
+        budget = Budget(budget.name, tuple(range(args.seeds)), budget.data, budget.train, budget.eval)
+    suffix = "_quick" if args.quick else ""
+    results_dir = Path(args.results_dir or ROOT / "experiments" / "results" / f"vrm_vs_bt{suffix}")
+    runs_dir = Path(args.runs_dir or ROOT / "runs" / f"vrm_vs_bt{suffix}")
+    command = shlex.join(["python", "experiments/vrm_vs_bt/run.py", *argv])
+    from vrm.cli import report_and_exit, user_error_types
+
+    try:
+        run_experiment(budget, [v for v in args.variants.split(",") if v], args.overrides, results_dir, runs_dir,
+                       command, jobs=args.jobs, keep_checkpoints=args.keep_checkpoints)
+    except user_error_types() as err:
+        report_and_exit(err)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""``vrm-eval``: the typed evaluation config and its Hydra entry point (thin: parse, compose, call).
+
+``conf/eval.yaml`` starts its defaults list with ``eval_schema`` (:class:`EvalConfig`), so an unknown key or a
+wrong type fails at start with the key named, as for ``vrm-train``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from vrm.config import PathsConfig
+from vrm.data.config import DataConfig
+from vrm.training.compose import CONFIG_DIR
+
+#: ``scorer.name`` of the trained reward model at ``model_path`` (``conf/scorer/model.yaml``).
+MODEL_SCORER = "model"
+#: ``scorer.name`` of the white-box proxy reward (``conf/scorer/proxy.yaml``).
+PROXY_SCORER = "proxy"
+#: How a response's length is measured for the length-bias analysis.
+LENGTH_UNITS = ("words", "chars")
+
+
+@dataclass
+class ModelScorerConfig:
+    """The trained reward model (VRM or BT) at ``model_path`` (the ``scorer/model.yaml`` file mirrors these)."""
+
+    name: str = MODEL_SCORER
+    batch_size: int = 32
+    #: ``cpu``, ``cuda``, ... or ``auto`` (CUDA when available).
+    device: str = "cpu"
+    #: Monte Carlo samples of (w, z) for a VRM's reward standard deviation; 0 skips the uncertainty analysis.
+    uncertainty_samples: int = 32
+
+
+@dataclass
+class BestOfNConfig:
+    """Best-of-N over-optimisation on prompts of the synthetic benchmark (:mod:`vrm.evaluation.synthetic_eval`)."""
+
+    #: None: run it when the data is the synthetic benchmark.
+    enabled: bool | None = None
+    num_prompts: int = 64
+    #: Candidates per prompt; the curve is drawn at n = 1, 2, 4, ... up to this.
+    n_max: int = 64
+    seed: int = 0
+    #: Probability that a candidate carries the spurious opener.
+    spurious_prob: float = 0.5
+
+
+@dataclass
+class EvalConfig:
+    task_name: str = "eval"
+    #: An export folder (``vrm-export`` or train's ``export_dir``) or a Lightning ``.ckpt``; unused by ``scorer=proxy``.
+    model_path: str = MISSING
+    #: The model's name in tables and RewardBench results (default: ``model_path``, or the scorer's name).
+    name: str | None = None
+    #: Seeds the Monte Carlo uncertainty (None: unseeded).
+    seed: int | None = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    #: One of ``conf/scorer/``: keys of :class:`ModelScorerConfig` or of ``vrm.proxy.ProxyScorerConfig``.
+    scorer: dict[str, Any] = field(default_factory=lambda: {"name": MODEL_SCORER})
+    #: Splits to evaluate, those the data has (a missing one is reported, not an error unless none is left).
+    splits: list[str] = field(default_factory=lambda: ["test", "shifted"])
+    calibration_bins: int = 10
+    #: ``words`` (whitespace-separated) or ``chars``.
+    length_unit: str = "words"
+    best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
+    #: Write the PNG plots beside eval.json.
+    plots: bool = True
+    #: Where eval.json and the plots go (None: the Hydra run folder, ``paths.output_dir``).
+    output_dir: str | None = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_eval_configs() -> None:
+    """Register the evaluation schema with Hydra (idempotent)."""
+    ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+
+
+def main() -> None:
+    """``vrm-eval model_path=DIR_OR_CKPT [data=...] [scorer=proxy] [overrides]``."""
+    import hydra
+    from omegaconf import DictConfig
+
+    from vrm.cli import report_and_exit, user_error_types
+
+    if not CONFIG_DIR.is_dir():
+        sys.exit(f"error: config folder {CONFIG_DIR} not found; install the repository with 'pip install -e .'")
+    register_eval_configs()
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+    def _main(cfg: DictConfig) -> None:
+        from vrm.evaluation.evaluate import evaluate
+
+        try:
+            evaluate(cfg)
+        except user_error_types() as err:
+            report_and_exit(err)
+
+    _main()

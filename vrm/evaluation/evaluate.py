@@ -1,0 +1,481 @@
+"""``evaluate(cfg)``: score preference data with any scorer, write ``eval.json`` and plots, print a table.
+
+The scorer is the trained model at ``model_path`` (an export folder or a training ``.ckpt``; VRM or BT) or the
+white-box proxy (``scorer=proxy``); the data is anything :func:`vrm.data.loading.load_preference_data` loads.
+Per evaluated split, ``eval.json`` holds (keys are this module's and :mod:`vrm.evaluation.metrics`' constants):
+
+- pairwise accuracy, mean margin, accuracy per subset (the ``subset`` column) and, when RewardBench subsets are
+  present, the results dict RewardBench writes (per-subset accuracy with ties counted wrong, as RewardBench
+  does, and the section scores); it also goes to ``rewardbench_<split>.json``;
+- calibration: ECE of ``sigmoid(r+ - r-)`` and the reliability bins (plot ``<split>_reliability.png``);
+- length bias: accuracy when the chosen response is the longer or the shorter one, the rank correlation of
+  reward with length, and the length-only baseline's accuracy beside it;
+- for a VRM: ``E[w | x]`` averaged per subset (the synthetic benchmark's categories; heat map), per-objective
+  score statistics (box plot), and the reward's Monte Carlo standard deviation on right and wrong pairs;
+- on the synthetic benchmark: the true reward's own accuracy on the split's labels (the ceiling), accuracy with
+  the spurious opener on the chosen or the rejected side, and weight recovery (VRM).
+
+On the synthetic benchmark it also runs best-of-N over-optimisation (:mod:`vrm.evaluation.synthetic_eval`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vrm.data.loading import load_preference_data
+from vrm.evaluation import metrics as m
+from vrm.evaluation import plots
+from vrm.evaluation.cli import LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig, ModelScorerConfig
+from vrm.evaluation.synthetic_eval import (
+    BON_NS,
+    BON_ORACLE,
+    BON_OWN,
+    BON_SPEARMAN,
+    BON_SPURIOUS,
+    BON_TRUE,
+    MATCHED_OBJECTIVE,
+    ORACLE,
+    best_of_n_report,
+    make_best_of_n_set,
+    score_best_of_n,
+    weight_recovery_report,
+)
+from vrm.scoring.base import Scorer
+from vrm.scoring.scorer import RewardScorer
+
+log = logging.getLogger(__name__)
+
+EVAL_JSON = "eval.json"
+
+# Keys of eval.json (top level).
+MODEL = "model"
+SCORER = "scorer"
+DATA = "data"
+SPLITS = "splits"
+MISSING_SPLITS = "missing_splits"
+BEST_OF_N = "best_of_n"
+CONFIG = "config"
+# Keys of each split's results (besides the metrics module's ACCURACY, MEAN_MARGIN, ECE, WEIGHT_RECOVERY).
+N_PAIRS = "n_pairs"
+BY_SUBSET = "accuracy_by_subset"
+REWARDBENCH = "rewardbench"
+CALIBRATION = "calibration"
+LENGTH = "length"
+LENGTH_UNIT = "unit"
+UNCERTAINTY = "uncertainty"
+OBJECTIVES = "objectives"
+WEIGHTS_BY_SUBSET = "weights_by_subset"
+SCORE_MEAN = "score_mean"
+SCORE_STD = "score_std"
+TRUE_REWARD_ACCURACY = "true_reward_accuracy"
+SPURIOUS = "spurious_opener"
+ACC_OPENER_ON_CHOSEN = "accuracy_opener_on_chosen"
+ACC_OPENER_ON_REJECTED = "accuracy_opener_on_rejected"
+PLOTS = "plots"
+# Plot names (files are <split>_<name>.png, and best_of_n.png).
+PLOT_RELIABILITY = "reliability"
+PLOT_WEIGHTS = "weights_by_subset"
+PLOT_SCORES = "objective_scores"
+
+#: RewardBench's model types: the trained model loads as a sequence classifier, the proxy is custom code.
+_RB_MODEL_TYPES = {MODEL_SCORER: "Seq. Classifier", PROXY_SCORER: "Custom Classifier"}
+
+
+# ---------------------------------------------------------------- config and scorer
+
+
+def typed_config(cfg: DictConfig | EvalConfig) -> DictConfig:
+    """``cfg`` validated against :class:`EvalConfig` (a composed config already is)."""
+    if isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is EvalConfig:
+        return cfg
+    return OmegaConf.merge(OmegaConf.structured(EvalConfig), cfg)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Values the types cannot catch, each error naming its key."""
+    if not cfg.splits:
+        raise ValueError("splits must name at least one split, e.g. splits=[test]")
+    if cfg.length_unit not in LENGTH_UNITS:
+        raise ValueError(f"length_unit={cfg.length_unit!r} is not one of {LENGTH_UNITS}")
+    if cfg.calibration_bins < 1:
+        raise ValueError(f"calibration_bins={cfg.calibration_bins} must be >= 1")
+    if not 0.0 <= cfg.best_of_n.spurious_prob <= 1.0:
+        raise ValueError(f"best_of_n.spurious_prob={cfg.best_of_n.spurious_prob} must be in [0, 1]")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model_scorer(path: str | Path, batch_size: int = 32, device: str = "cpu") -> RewardScorer:
+    """A :class:`RewardScorer` from an export folder or a training checkpoint (``.ckpt``)."""
+    path = Path(path)
+    device = resolve_device(device)
+    if path.is_dir():
+        return RewardScorer.from_pretrained(path, batch_size=batch_size, device=device)
+    if not path.is_file():
+        raise FileNotFoundError(f"model_path={path} does not exist (give an export folder or a .ckpt)")
+    if path.suffix != ".ckpt":
+        raise ValueError(f"model_path={path} is a file but not a .ckpt checkpoint; give an export folder or a .ckpt")
+    from transformers import AutoTokenizer
+
+    from vrm.training.module import RewardModule
+
+    try:
+        module = RewardModule.from_checkpoint(path)
+    except RuntimeError as err:
+        raise ValueError(f"model_path={path}: {err}") from err
+    tokenizer_path = module.hparams.get("tokenizer_path")
+    if not tokenizer_path or not Path(tokenizer_path).is_dir():
+        raise FileNotFoundError(f"checkpoint {path} records tokenizer_path={tokenizer_path!r}, which is not a "
+                                "folder; export the checkpoint with vrm-export and evaluate the export instead")
+    return RewardScorer(module.net, AutoTokenizer.from_pretrained(tokenizer_path), batch_size=batch_size,
+                        device=device)
+
+
+def model_scorer_options(scorer_cfg: Mapping | DictConfig) -> DictConfig:
+    """``scorer`` validated against :class:`ModelScorerConfig` (an unknown key is an error naming it)."""
+    options = OmegaConf.merge(OmegaConf.structured(ModelScorerConfig), scorer_cfg)
+    if options.batch_size < 1:
+        raise ValueError(f"scorer.batch_size={options.batch_size} must be >= 1")
+    if options.uncertainty_samples < 0:
+        raise ValueError(f"scorer.uncertainty_samples={options.uncertainty_samples} must be >= 0")
+    return options
+
+
+def load_scorer(cfg: DictConfig) -> Scorer:
+    """The scorer ``cfg.scorer`` names: the model at ``model_path`` or the white-box proxy."""
+    name = cfg.scorer.get("name")
+    if name == MODEL_SCORER:
+        if OmegaConf.is_missing(cfg, "model_path"):
+            raise ValueError("model_path is required: vrm-eval model_path=EXPORT_DIR_OR_CKPT (or scorer=proxy)")
+        options = model_scorer_options(cfg.scorer)
+        return load_model_scorer(cfg.model_path, batch_size=options.batch_size, device=options.device)
+    if name == PROXY_SCORER:
+        from vrm.proxy import ProxyRewardScorer
+
+        return ProxyRewardScorer.from_config(cfg.scorer)
+    raise ValueError(f"scorer.name={name!r} is not one of {(MODEL_SCORER, PROXY_SCORER)}")
+
+
+def scorer_label(cfg: DictConfig, scorer: Scorer) -> str:
+    """The model's name in tables: ``cfg.name``, else ``model_path`` for a model, else the scorer's name."""
+    if cfg.name:
+        return cfg.name
+    if isinstance(scorer, RewardScorer) and not OmegaConf.is_missing(cfg, "model_path"):
+        return str(cfg.model_path)
+    return scorer.name
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass
+class SplitScores:
+    """Rewards of a split's pairs, aligned by pair; the VRM details where the scorer gives them.
+
+    ``weights`` is ``(N, K)`` E[w | x] per pair (its prompt); ``objective_scores`` is ``(2N, K)`` (chosen
+    responses first, then rejected); ``reward_std_*`` are ``(N,)`` Monte Carlo standard deviations.
+    """
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    weights: np.ndarray | None = None
+    objective_scores: np.ndarray | None = None
+    reward_std_chosen: np.ndarray | None = None
+    reward_std_rejected: np.ndarray | None = None
+
+
+def score_split(scorer: Scorer, rows: Sequence[Mapping[str, Any]], uncertainty_samples: int = 0) -> SplitScores:
+    """Score every pair of ``rows`` (canonical rows) with one batched call over chosen and rejected responses."""
+    n = len(rows)
+    prompts = [row["prompt"] for row in rows] * 2
+    responses = [row["chosen"] for row in rows] + [row["rejected"] for row in rows]
+    if isinstance(scorer, RewardScorer):
+        num_samples = uncertainty_samples if scorer.model.config.head == "vrm" else 0
+        details = scorer.score_details(prompts, responses, num_samples=num_samples)
+        reward = np.asarray(details["reward"], dtype=np.float64)
+        weights = details.get("weights")
+        scores = details.get("objective_scores")
+        std = details.get("reward_std")
+        return SplitScores(
+            chosen=reward[:n], rejected=reward[n:],
+            weights=None if weights is None else np.asarray(weights, dtype=np.float64)[:n],
+            objective_scores=None if scores is None else np.asarray(scores, dtype=np.float64),
+            reward_std_chosen=None if std is None else np.asarray(std, dtype=np.float64)[:n],
+            reward_std_rejected=None if std is None else np.asarray(std, dtype=np.float64)[n:],
+        )
+    reward = np.asarray(scorer.score(prompts, responses,
+                                     question_types=[row.get("question_type", "") for row in rows] * 2,
+                                     references=[row.get("reference", "") for row in rows] * 2), dtype=np.float64)
+    return SplitScores(chosen=reward[:n], rejected=reward[n:])
+
+
+def response_length(text: str, unit: str) -> int:
+    """Length of a response in ``words`` (whitespace-separated) or ``chars``."""
+    return len(text.split()) if unit == "words" else len(text)
+
+
+# ---------------------------------------------------------------- metrics of one split
+
+
+def objective_names(num_objectives: int, matched: Mapping[str, int] | None) -> list[str]:
+    """``obj k``, with the true objective it was matched to when there is one (``obj 3 ~ safe``)."""
+    names = [f"obj {k}" for k in range(num_objectives)]
+    for true_name, k in (matched or {}).items():
+        names[k] = f"obj {k} ~ {true_name}"
+    return names
+
+
+def split_metrics(scores: SplitScores, rows: Sequence[Mapping[str, Any]], *, label: str, model_type: str,
+                  calibration_bins: int = 10, length_unit: str = "words") -> dict[str, Any]:
+    """Every metric of one split (see the module docstring), without plots."""
+    chosen, rejected = scores.chosen, scores.rejected
+    result: dict[str, Any] = {
+        N_PAIRS: len(rows),
+        m.ACCURACY: m.pairwise_accuracy(chosen, rejected),
+        m.MEAN_MARGIN: m.mean_margin(chosen, rejected),
+        m.ECE: m.expected_calibration_error(chosen, rejected, calibration_bins),
+    }
+    subsets = [row.get("subset") or "" for row in rows]
+    if any(subsets):
+        result[BY_SUBSET] = m.accuracy_by_group(chosen, rejected, subsets)
+        in_rb = np.array([s in m.REWARDBENCH_SUBSETS for s in subsets])
+        if in_rb.any():
+            rb_subsets = [s for s, keep in zip(subsets, in_rb) if keep]
+            per_subset = m.accuracy_by_group(chosen[in_rb], rejected[in_rb], rb_subsets, tie_credit=0.0)
+            result[REWARDBENCH] = m.rewardbench_results(label, per_subset, model_type=model_type)
+
+    bins = m.reliability_bins(chosen, rejected, calibration_bins)
+    result[CALIBRATION] = {m.ECE: result[m.ECE], "edges": bins.edges, "confidence": bins.confidence,
+                           "accuracy": bins.accuracy, "counts": bins.counts}
+
+    len_chosen = [response_length(row["chosen"], length_unit) for row in rows]
+    len_rejected = [response_length(row["rejected"], length_unit) for row in rows]
+    result[LENGTH] = {LENGTH_UNIT: length_unit, **m.length_bias(chosen, rejected, len_chosen, len_rejected),
+                      m.LENGTH_ONLY_ACCURACY: m.length_only_accuracy(len_chosen, len_rejected)}
+
+    if "true_reward_chosen" in rows[0]:
+        result[TRUE_REWARD_ACCURACY] = m.pairwise_accuracy([row["true_reward_chosen"] for row in rows],
+                                                           [row["true_reward_rejected"] for row in rows])
+        side = ["chosen" if row["spurious_chosen"] else "rejected" for row in rows]
+        by_side = m.accuracy_by_group(chosen, rejected, side)
+        result[SPURIOUS] = {ACC_OPENER_ON_CHOSEN: by_side.get("chosen", math.nan),
+                            ACC_OPENER_ON_REJECTED: by_side.get("rejected", math.nan),
+                            "n_opener_on_chosen": side.count("chosen"),
+                            "n_opener_on_rejected": side.count("rejected")}
+
+    if scores.weights is not None:
+        groups = subsets if any(subsets) else ["all"] * len(rows)
+        members: dict[str, list[int]] = {}
+        for index, group in enumerate(groups):
+            members.setdefault(group, []).append(index)
+        result[OBJECTIVES] = {
+            "num_objectives": int(scores.weights.shape[1]),
+            WEIGHTS_BY_SUBSET: {g: scores.weights[idx].mean(axis=0) for g, idx in members.items()},
+            SCORE_MEAN: scores.objective_scores.mean(axis=0),
+            SCORE_STD: scores.objective_scores.std(axis=0),
+        }
+        if "true_weights" in rows[0]:
+            result[m.WEIGHT_RECOVERY] = weight_recovery_report(scores.weights, [row["true_weights"] for row in rows])
+    if scores.reward_std_chosen is not None:
+        result[UNCERTAINTY] = m.uncertainty_vs_error(scores.reward_std_chosen, scores.reward_std_rejected,
+                                                     chosen > rejected)
+    return result
+
+
+def split_plots(split: str, scores: SplitScores, result: Mapping[str, Any], out_dir: Path, *,
+                calibration_bins: int = 10) -> dict[str, str]:
+    """The split's PNGs (reliability diagram; for a VRM the weight heat map and score box plot), by plot name."""
+    written = {}
+    bins = m.reliability_bins(scores.chosen, scores.rejected, calibration_bins)
+    path = plots.plot_reliability(bins, out_dir / f"{split}_{PLOT_RELIABILITY}.png",
+                                  title=f"Reliability ({split}, ECE {result[m.ECE]:.3f})")
+    written[PLOT_RELIABILITY] = path.name
+    if OBJECTIVES in result:
+        matched = result.get(m.WEIGHT_RECOVERY, {}).get(MATCHED_OBJECTIVE)
+        names = objective_names(result[OBJECTIVES]["num_objectives"], matched)
+        path = plots.plot_weight_heatmap(result[OBJECTIVES][WEIGHTS_BY_SUBSET], out_dir / f"{split}_{PLOT_WEIGHTS}.png",
+                                         objective_names=names, title=f"Mean E[w|x] per subset ({split})")
+        written[PLOT_WEIGHTS] = path.name
+        path = plots.plot_score_distributions(scores.objective_scores, out_dir / f"{split}_{PLOT_SCORES}.png",
+                                              objective_names=names, title=f"Per-objective scores ({split})")
+        written[PLOT_SCORES] = path.name
+    return written
+
+
+# ---------------------------------------------------------------- the whole evaluation
+
+
+def best_of_n_enabled(cfg: DictConfig) -> bool:
+    return cfg.best_of_n.enabled if cfg.best_of_n.enabled is not None else cfg.data.format == "synthetic"
+
+
+def run_best_of_n(cfg: DictConfig, scorer: Scorer, label: str, out_dir: Path | None) -> dict[str, Any]:
+    """Best-of-N on ``cfg.best_of_n``'s synthetic prompts; writes ``best_of_n.png`` when ``out_dir`` is given."""
+    b = cfg.best_of_n
+    bon = make_best_of_n_set(b.num_prompts, b.n_max, b.seed, b.spurious_prob)
+    report = best_of_n_report(score_best_of_n(scorer, bon), bon)
+    if out_dir is not None:
+        curves = {scorer.name: dict(zip(report[BON_NS], report[BON_TRUE])),
+                  ORACLE: dict(zip(report[BON_NS], report[BON_ORACLE]))}
+        path = plots.plot_best_of_n(curves, out_dir / "best_of_n.png", true_curve_name=ORACLE,
+                                    title=f"Best-of-N on {b.num_prompts} synthetic prompts: {label}")
+        report[PLOTS] = {"best_of_n": path.name}
+    return report
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON values: numpy to Python, non-finite floats to None, keys to strings."""
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return to_json(value.tolist())
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def config_record(cfg: DictConfig) -> dict[str, Any]:
+    """The config for eval.json, resolved except ``paths`` (it may point at Hydra's runtime) and missing values."""
+    record = OmegaConf.to_container(cfg, resolve=False)
+    for key in record:
+        if key != "paths" and not OmegaConf.is_missing(cfg, key):
+            value = cfg[key]
+            record[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return record
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.output_dir if cfg.output_dir is not None else cfg.paths.output_dir)
+
+
+def evaluate(cfg: DictConfig | EvalConfig, scorer: Scorer | None = None) -> dict[str, Any]:
+    """Run the evaluation ``cfg`` describes (``scorer`` replaces the configured one); returns what eval.json holds."""
+    cfg = typed_config(cfg)
+    check_config(cfg)
+    if scorer is None:
+        scorer = load_scorer(cfg)
+    label = scorer_label(cfg, scorer)
+    kind = MODEL_SCORER if isinstance(scorer, RewardScorer) else scorer.name
+    uncertainty_samples = (model_scorer_options(cfg.scorer).uncertainty_samples
+                           if cfg.scorer.get("name") == MODEL_SCORER else 0)
+    out_dir = output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)
+
+    data = load_preference_data(cfg.data, out_dir)
+    present = [s for s in cfg.splits if s in data.splits and len(data.splits[s]) > 0]
+    missing = [s for s in cfg.splits if s not in present]
+    if not present:
+        sizes = {s: len(ds) for s, ds in data.splits.items()}
+        raise ValueError(f"none of splits={list(cfg.splits)} is in the data, which has {sizes}")
+    if missing:
+        log.warning("splits %s are not in the data (or empty); evaluating %s", missing, present)
+
+    results: dict[str, Any] = {
+        MODEL: label, SCORER: scorer.name,
+        DATA: {"format": cfg.data.format, "path": cfg.data.path, "subset": cfg.data.subset,
+               "rows": dict(data.report.rows)},
+        SPLITS: {}, MISSING_SPLITS: missing,
+    }
+    for split in present:
+        rows = data.splits[split].to_list()
+        scores = score_split(scorer, rows, uncertainty_samples)
+        result = split_metrics(scores, rows, label=label, model_type=_RB_MODEL_TYPES.get(kind, "Custom Classifier"),
+                               calibration_bins=cfg.calibration_bins, length_unit=cfg.length_unit)
+        if cfg.plots:
+            result[PLOTS] = split_plots(split, scores, result, out_dir, calibration_bins=cfg.calibration_bins)
+        if REWARDBENCH in result:
+            (out_dir / f"rewardbench_{split}.json").write_text(json.dumps(to_json(result[REWARDBENCH]), indent=2) + "\n")
+        results[SPLITS][split] = result
+    if best_of_n_enabled(cfg):
+        results[BEST_OF_N] = run_best_of_n(cfg, scorer, label, out_dir if cfg.plots else None)
+    results[CONFIG] = config_record(cfg)
+
+    results = to_json(results)
+    (out_dir / EVAL_JSON).write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    print(format_report(results))
+    print(f"\nwrote {out_dir / EVAL_JSON}")
+    return results
+
+
+# ---------------------------------------------------------------- the printed table
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def format_report(results: Mapping[str, Any]) -> str:
+    """A markdown summary of :func:`evaluate`'s results (JSON form)."""
+    splits = results[SPLITS]
+    lines = [f"## {results[MODEL]} ({results[SCORER]}) on {results[DATA]['format']} data", ""]
+    header = ["split", "pairs", "accuracy", "ECE", "acc chosen longer", "acc chosen shorter", "spearman(r, len)",
+              "length-only acc"]
+    rows = []
+    for split, r in splits.items():
+        length = r[LENGTH]
+        rows.append([split, r[N_PAIRS], r[m.ACCURACY], r[m.ECE], length[m.ACC_CHOSEN_LONGER],
+                     length[m.ACC_CHOSEN_SHORTER], length[m.SPEARMAN_REWARD_LENGTH], length[m.LENGTH_ONLY_ACCURACY]])
+    lines += _table(header, rows)
+
+    synthetic = [s for s, r in splits.items() if TRUE_REWARD_ACCURACY in r]
+    if synthetic:
+        header = ["split", "true-reward acc", "acc opener on chosen", "acc opener on rejected", "weight recovery"]
+        rows = [[s, splits[s][TRUE_REWARD_ACCURACY], splits[s][SPURIOUS][ACC_OPENER_ON_CHOSEN],
+                 splits[s][SPURIOUS][ACC_OPENER_ON_REJECTED],
+                 splits[s].get(m.WEIGHT_RECOVERY, {}).get(m.WEIGHT_RECOVERY)] for s in synthetic]
+        lines += ["", "Synthetic benchmark:", ""] + _table(header, rows)
+
+    uncertain = [s for s, r in splits.items() if UNCERTAINTY in r]
+    if uncertain:
+        header = ["split", "reward std (correct pairs)", "reward std (wrong pairs)", "correct", "wrong"]
+        rows = [[s, splits[s][UNCERTAINTY][m.STD_CORRECT], splits[s][UNCERTAINTY][m.STD_WRONG],
+                 splits[s][UNCERTAINTY][m.N_CORRECT], splits[s][UNCERTAINTY][m.N_WRONG]] for s in uncertain]
+        lines += ["", "Uncertainty (higher on wrong pairs is useful):", ""] + _table(header, rows)
+
+    subsets = list(dict.fromkeys(g for r in splits.values() for g in r.get(BY_SUBSET, {})))
+    if subsets:
+        header = ["subset"] + list(splits)
+        rows = [[g] + [r.get(BY_SUBSET, {}).get(g) for r in splits.values()] for g in subsets]
+        lines += ["", "Accuracy per subset:", ""] + _table(header, rows)
+
+    for split, r in splits.items():
+        if REWARDBENCH in r:
+            sections = [s for s in m.REWARDBENCH_SECTIONS if s in r[REWARDBENCH]]
+            sections += [m.RB_SCORE] if m.RB_SCORE in r[REWARDBENCH] else []
+            lines += ["", f"RewardBench sections ({split}):", ""]
+            lines += _table(sections, [[r[REWARDBENCH][s] for s in sections]])
+
+    if BEST_OF_N in results:
+        bon = results[BEST_OF_N]
+        header = ["n"] + [str(n) for n in bon[BON_NS]]
+        rows = [["true reward of pick"] + bon[BON_TRUE], ["own score of pick"] + bon[BON_OWN],
+                ["picks with opener"] + bon[BON_SPURIOUS], ["oracle"] + bon[BON_ORACLE]]
+        lines += ["", f"Best-of-N (spearman own vs true: {_cell(bon[BON_SPEARMAN])}):", ""] + _table(header, rows)
+    return "\n".join(lines)
