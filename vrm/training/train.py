@@ -112,6 +112,13 @@ def check_checkpoint_file(path: Path) -> None:
                          "or was damaged afterwards: remove it or pass an older one as ckpt_path") from err
 
 
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The best checkpoint of the monitoring ModelCheckpoint (not the step-interval one that only keeps last)."""
+    callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    callbacks.sort(key=lambda c: c.monitor is None)
+    return next((c.best_model_path for c in callbacks if c.best_model_path), None)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train (and test, and export) as configured; returns every logged metric as a float."""
     if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is dict:
@@ -145,19 +152,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
                                                  plugins=[AtomicCheckpointIO()])
 
     metrics: dict[str, float] = {}
+    status = "failed"
     try:
         if cfg.train:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
             metrics.update(metrics_to_floats(trainer.callback_metrics))
-        checkpoint = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
-        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        best = best_checkpoint(trainer)
         if cfg.test and datamodule.test_split_names:
             ckpt = best if best and not trainer.fast_dev_run else None
             for result in trainer.test(module, datamodule=datamodule, ckpt_path=ckpt):
                 metrics.update(metrics_to_floats(result))
         if best:
-            metrics_path = output_dir / "best_checkpoint.txt"
-            metrics_path.write_text(best + "\n")
+            (output_dir / "best_checkpoint.txt").write_text(best + "\n")
         if cfg.export_dir is not None:
             if not best:
                 raise ValueError("export_dir is set but no checkpoint was saved (enable_checkpointing?)")
@@ -165,9 +171,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
             export_checkpoint(best, cfg.export_dir, metrics)
             log.info("exported %s to %s", best, cfg.export_dir)
+        status = "success"
     finally:
         for logger in trainer.loggers:
-            logger.finalize("success")
+            logger.finalize(status)
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     if ACC_BEST in metrics and not math.isfinite(metrics[ACC_BEST]):
         raise FloatingPointError(f"{ACC_BEST} is not finite: {metrics[ACC_BEST]}")
