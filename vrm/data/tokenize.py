@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from vrm.data.schema import Message, as_messages, prompt_text
@@ -156,3 +157,11 @@ class PairEncoder:
         prompt_ids, response_ids, outcome = self.truncate(*self.split_tokens(prompt, response))
         types = [0] * len(prompt_ids) + [1] * len(response_ids) if self.use_token_types else None
         return EncodedSequence(prompt_ids + response_ids, len(prompt_ids), types, outcome)
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists into (B, L) ids and attention mask."""
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
+    return ids, mask

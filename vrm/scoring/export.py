@@ -39,10 +39,10 @@ import yaml
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from vrm.data.tokenize import PairEncoder
+from vrm.data.tokenize import PairEncoder, pad_sequences
 from vrm.models import modeling_vrm
 from vrm.models.modeling_vrm import VRMForSequenceClassification
-from vrm.scoring.scorer import PLAIN_TOKENIZATION_KEY, TokenizationSettings, pad_sequences, uses_template
+from vrm.scoring.scorer import PLAIN_TOKENIZATION_KEY, TokenizationSettings, uses_template
 from vrm.training.module import RewardModule
 
 #: The manifest written beside the weights (package versions, file hashes, metrics).

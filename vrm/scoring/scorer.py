@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from vrm.data.schema import Message
-from vrm.data.tokenize import EncodedSequence, PairEncoder
+from vrm.data.tokenize import EncodedSequence, PairEncoder, pad_sequences
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, Prompt, Scorer, plain_pair, split_query
 
@@ -107,14 +107,6 @@ def uses_template(tokenizer, settings: TokenizationSettings) -> bool:
     """Whether the training rule rendered conversations with the tokenizer's chat template (decoder-only)."""
     return (settings.encoder_kind == "decoder" and settings.use_chat_template
             and getattr(tokenizer, "chat_template", None) is not None)
-
-
-def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists into (B, L) ids and attention mask."""
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
-    return ids, mask
 
 
 class RewardScorer(Scorer):

@@ -22,7 +22,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from vrm.data.config import DataConfig
 from vrm.data.loading import PreferenceData, load_preference_data
-from vrm.data.tokenize import PairEncoder, TruncationStats
+from vrm.data.tokenize import PairEncoder, TruncationStats, pad_sequences
 from vrm.training.resumable import ResumableBatchSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -123,14 +123,8 @@ class PreferenceDataModule(L.LightningDataModule):
     # -- batching ---------------------------------------------------------------------------------
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         """Right-padded (2B, L) ids and masks with the B chosen rows first, prompt lengths, aspects."""
-        seqs = [r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows]
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.tensor(s)
-            mask[i, :len(s)] = 1
+        ids, mask = pad_sequences([r[f"{side}_input_ids"] for side in SIDES for r in rows],
+                                  self.tokenizer.pad_token_id or 0)
         batch = {
             "input_ids": ids,
             "attention_mask": mask,
@@ -138,11 +132,7 @@ class PreferenceDataModule(L.LightningDataModule):
                                            + [r["rejected_prompt_length"] for r in rows]),
         }
         if self.use_token_types:
-            types = torch.zeros_like(ids)
-            tts = [r["chosen_token_type_ids"] for r in rows] + [r["rejected_token_type_ids"] for r in rows]
-            for i, t in enumerate(tts):
-                types[i, :len(t)] = torch.tensor(t)
-            batch["token_type_ids"] = types
+            batch["token_type_ids"] = pad_sequences([r[f"{side}_token_type_ids"] for side in SIDES for r in rows], 0)[0]
         if rows and rows[0].get("aspects_chosen"):
             batch["aspects_chosen"] = self._aspects(rows, "aspects_chosen")
             batch["aspects_rejected"] = self._aspects(rows, "aspects_rejected")
