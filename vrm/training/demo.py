@@ -13,11 +13,12 @@ from datetime import datetime
 from pathlib import Path
 
 from vrm.training.compose import compose_config
+from vrm.training.module import ACC_BEST
 
 #: The models the demo compares, in table order.
 MODELS = ("vrm", "bt")
 #: Table columns: metric key -> header.
-COLUMNS = {"val/acc_best": "val acc (best)", "test/acc": "test acc (in-dist.)", "shifted/acc": "shifted acc"}
+COLUMNS = {ACC_BEST: "val acc (best)", "test/acc": "test acc (in-dist.)", "shifted/acc": "shifted acc"}
 
 
 def summary_table(results: dict[str, dict[str, float]], seconds: dict[str, float]) -> str:

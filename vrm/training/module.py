@@ -12,6 +12,7 @@ import torch
 from torchmetrics import MaxMetric
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from vrm.config import DEFAULT_OPTIMIZED_METRIC
 from vrm.models.encoder import apply_lora
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification, build_encoder
 from vrm.models.objectives import BTObjective, ObjectiveOutput, VRMObjective
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 #: Metric names, defined once. Logged as "<stage>/<name>" with stage train, val, test or shifted.
 LOSS, ACC, MARGIN = "loss", "acc", "margin"
 REWARD_MEAN, REWARD_STD = "reward_mean", "reward_std"
-ACC_BEST = "val/acc_best"
+ACC_BEST = DEFAULT_OPTIMIZED_METRIC  # "val/acc_best": the metric sweeps optimise by default
 TRAIN_STAGE, VAL_STAGE = "train", "val"
 #: Batches skipped for a non-finite loss, logged at each epoch end; the model config key that allows them.
 NONFINITE_METRIC, MAX_NONFINITE_KEY = "train/nonfinite_batches", "max_nonfinite_batches"
