@@ -63,8 +63,10 @@ def sample_trials(n: int, seed: int) -> list[list[str]]:
 
 
 def base_overrides(args: argparse.Namespace) -> list[str]:
+    # As a trial of hparams_search=vrm_optuna runs: frozen encoder, no checkpoints (conf/hparams_search/vrm_optuna.yaml).
     overrides = [f"encoder={args.encoder}", "encoder.train_mode=frozen", f"trainer.max_epochs={args.epochs}",
-                 "callbacks=none", "+callbacks.fit_timer._target_=__main__.FitTimer", "logger=none", "test=false",
+                 "callbacks=none", "trainer.enable_checkpointing=false",
+                 "+callbacks.fit_timer._target_=__main__.FitTimer", "logger=none", "test=false",
                  "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     if args.num_train is not None:
         overrides += [f"data.synthetic.num_train={args.num_train}", f"data.synthetic.num_validation={args.num_train // 4}"]

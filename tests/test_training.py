@@ -89,3 +89,44 @@ def test_export_then_reload_gives_identical_scores(tmp_path, model_type, encoder
     # Re-exporting over an existing folder replaces it atomically.
     export_checkpoint(best, tmp_path / "export")
     assert RewardScorer.from_pretrained(tmp_path / "export").score(PROMPTS, RESPONSES) == pytest.approx(expected)
+
+
+def test_epoch_metrics_are_pair_weighted_means_of_the_batches(tmp_path):
+    """Validation metrics are summed per batch and logged once an epoch: with unequal batches (6, 6, 4 pairs) the
+    logged val/loss and val/acc must be the pair-weighted means of the batches' own values."""
+    import lightning as L
+
+    cfg = compose_train(TINY_OVERRIDES + ["model=bt", "data.eval_batch_size=6"], tmp_path)
+    torch.manual_seed(0)
+    enc = load_encoder(cfg.encoder)
+    dm = PreferenceDataModule(cfg.data, enc.tokenizer, enc.kind, use_token_types=True)
+    dm.setup()
+    module = RewardModule(architecture(cfg, enc), as_container(cfg.model), as_container(cfg.optim),
+                          encoder=enc.model).eval()
+    losses, correct, sizes = [], [], []
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            out = module.pair_forward(batch)
+            losses.append(float(out.loss))
+            correct.append(float((out.reward_chosen > out.reward_rejected).sum()))
+            sizes.append(len(out.reward_chosen))
+    assert sorted(sizes) == [4, 6, 6]
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    (logged,) = trainer.validate(module, datamodule=dm, verbose=False)
+    assert logged["val/loss"] == pytest.approx(sum(l * n for l, n in zip(losses, sizes)) / sum(sizes), rel=1e-5)
+    assert logged["val/acc"] == pytest.approx(sum(correct) / sum(sizes), rel=1e-6)
+
+
+@pytest.mark.parametrize("fused, precision, expected", [(None, "32-true", True), (None, "bf16-mixed", False),
+                                                        (False, "32-true", False)])
+def test_adamw_is_fused_where_lightning_allows_it(tmp_path, fused, precision, expected):
+    import lightning as L
+
+    cfg = compose_train(TINY_OVERRIDES + [f"optim.fused={'null' if fused is None else str(fused).lower()}"],
+                        tmp_path)
+    module, _ = module_and_batch(cfg)
+    module.trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False, enable_checkpointing=False,
+                               max_steps=10)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert bool(optimizer.defaults["fused"]) is expected

@@ -126,6 +126,11 @@ class OptimConfig:
     weight_decay: float = 0.01
     #: Linear warm-up as a fraction of training steps, then linear decay to 0.
     warmup_fraction: float = 0.1
+    #: torch's fused AdamW kernel (one kernel for all parameters; about 6x faster than the per-tensor loop on a
+    #: MiniLM step on CPU, as transformers' Trainer defaults to since torch 2.8). null: fused where every parameter
+    #: lives on a CPU or CUDA device, except under a *-mixed precision (Lightning cannot clip a fused optimizer's
+    #: gradients there); false: the per-tensor implementation.
+    fused: bool | None = None
 
 
 @dataclass

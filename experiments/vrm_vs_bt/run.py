@@ -291,7 +291,8 @@ def run_experiment(budget: Budget, variants: Sequence[str], extra: Sequence[str]
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     start = time.perf_counter()
-    tasks = [(v, seed) for v in variants for seed in budget.seeds]
+    # Seed-major, so that an interrupted run has every variant for its first seeds (and resumes from there).
+    tasks = [(v, seed) for seed in budget.seeds for v in variants]
     if jobs > 1:
         run_in_subprocesses(budget, tasks, extra, runs_dir, jobs, keep_checkpoints=keep_checkpoints)
     runs = [run_one(budget, v, seed, extra, runs_dir, keep_checkpoints=keep_checkpoints) for v, seed in tasks]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.plugins.precision import MixedPrecision
 import torch
 from torchmetrics import MaxMetric
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
@@ -26,6 +27,8 @@ LOSS, ACC, MARGIN = "loss", "acc", "margin"
 REWARD_MEAN, REWARD_STD = "reward_mean", "reward_std"
 ACC_BEST = DEFAULT_OPTIMIZED_METRIC  # "val/acc_best": the metric sweeps optimise by default
 TRAIN_STAGE, VAL_STAGE = "train", "val"
+#: Devices where ``optim.fused=null`` picks torch's fused AdamW.
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 #: Batches skipped for a non-finite loss, logged at each epoch end; the model config key that allows them.
 NONFINITE_METRIC, MAX_NONFINITE_KEY = "train/nonfinite_batches", "max_nonfinite_batches"
 #: Extra checkpoint keys: skipped batches and the best validation accuracy so far (RNG: RNG_STATE_KEY).
@@ -71,6 +74,8 @@ class RewardModule(L.LightningModule):
         self.test_split_names = test_split_names or ["test"]
         self.val_acc_best = MaxMetric()
         self._val_acc_sum = self._val_count = 0.0
+        #: stage -> (metric names, pair-weighted sums, pairs) of the running epoch (see _accumulate).
+        self._epoch_sums: dict[str, tuple[tuple[str, ...], torch.Tensor, int]] = {}
         #: "step S (epoch E, batch B)" of every batch skipped for a non-finite loss (model.max_nonfinite_batches).
         self.nonfinite_batches: list[str] = []
         self._restored_rng: dict[str, Any] | None = None
@@ -114,23 +119,60 @@ class RewardModule(L.LightningModule):
                                                  batch.get("token_type_ids"), batch["prompt_lengths"], num_prompts=n)
         return self._objective(h_x, h_xy[:n], h_xy[n:], progress=progress, aspects=aspects)
 
-    def _log_stage(self, stage: str, out: ObjectiveOutput, batch_size: int, on_step: bool) -> None:
+    def _stage_values(self, out: ObjectiveOutput) -> dict[str, torch.Tensor]:
+        """The metrics of one batch (detached scalars): loss, accuracy, margin, reward mean and std, the terms."""
         margin = out.reward_chosen - out.reward_rejected
         rewards = torch.cat([out.reward_chosen, out.reward_rejected])
         values = {LOSS: out.loss, ACC: (margin > 0).float().mean(), MARGIN: margin.mean(),
                   REWARD_MEAN: rewards.mean(), REWARD_STD: rewards.std() if rewards.numel() > 1 else rewards.sum() * 0}
         values.update(out.terms)
+        return {k: torch.as_tensor(v, device=margin.device).detach().float() for k, v in values.items()}
+
+    def _accumulate(self, stage: str, values: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Add a batch's metrics, weighted by its pairs, to ``stage``'s running epoch sums (logged once an epoch by
+        :meth:`_log_epoch_means`: a ``self.log`` call costs about a millisecond, most of a cached-feature step)."""
+        names = tuple(values)
+        stacked = torch.stack(list(values.values())) * batch_size
+        sums = self._epoch_sums.get(stage)
+        if sums is None or sums[0] != names:
+            if sums is not None:
+                raise RuntimeError(f"{stage} metrics changed within an epoch: {sums[0]} -> {names}")
+            self._epoch_sums[stage] = (names, stacked, batch_size)
+        else:
+            self._epoch_sums[stage] = (names, sums[1] + stacked, sums[2] + batch_size)
+
+    def _log_epoch_means(self, stage: str, suffix: str = "") -> None:
+        """Log ``<stage>/<metric><suffix>``: the pair-weighted mean over the epoch, over all processes (DDP)."""
+        sums = self._epoch_sums.pop(stage, None)
+        if sums is None:
+            return
+        names, total, count = sums
+        reduced = self.trainer.strategy.reduce(torch.cat([total, total.new_tensor([count])]), reduce_op="sum")
+        means = reduced[:-1] / reduced[-1].clamp(min=1)
+        for name, value in zip(names, means):
+            self.log(f"{stage}/{name}{suffix}", value, on_step=False, on_epoch=True,
+                     prog_bar=stage == VAL_STAGE and name in (LOSS, ACC), add_dataloader_idx=False)
+
+    def _log_train_step(self, values: dict[str, torch.Tensor]) -> None:
+        """Per-step values ``train/<metric>_step``: all of them every ``trainer.log_every_n_steps`` steps (when
+        Lightning writes to the loggers) and at the epoch's last batch (so the run's metrics end with them), the loss
+        and accuracy every step while a progress bar shows them."""
+        log_step = ((self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
+                    or self.trainer.is_last_batch)
+        show = self.trainer.progress_bar_callback is not None
         for name, value in values.items():
-            self.log(f"{stage}/{name}", value.detach() if torch.is_tensor(value) else value,
-                     on_step=on_step, on_epoch=True, prog_bar=name in (LOSS, ACC), batch_size=batch_size,
-                     add_dataloader_idx=False, sync_dist=not on_step)
+            on_bar = name in (LOSS, ACC)
+            if log_step or (show and on_bar):
+                self.log(f"{TRAIN_STAGE}/{name}_step", value, on_step=True, on_epoch=False, prog_bar=on_bar)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         progress = self.global_step / self.kl_warmup_steps
         out = self.pair_forward(batch, progress=progress)
         if not torch.isfinite(out.loss):
             return self._skip_nonfinite(out, batch_idx)
-        self._log_stage(TRAIN_STAGE, out, pair_count(batch), on_step=True)
+        values = self._stage_values(out)
+        self._accumulate(TRAIN_STAGE, values, pair_count(batch))
+        self._log_train_step(values)
         return out.loss
 
     def _skip_nonfinite(self, out: ObjectiveOutput, batch_idx: int) -> None:
@@ -147,7 +189,11 @@ class RewardModule(L.LightningModule):
         log.warning("skipping batch %d of %d allowed: %s", len(self.nonfinite_batches), allowed, message)
         return None
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums.pop(TRAIN_STAGE, None)
+
     def on_train_epoch_end(self) -> None:
+        self._log_epoch_means(TRAIN_STAGE, suffix="_epoch")
         self.log(NONFINITE_METRIC, float(len(self.nonfinite_batches)))
 
     def on_train_end(self) -> None:
@@ -179,11 +225,15 @@ class RewardModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self.pair_forward(batch)
         n = pair_count(batch)
-        self._log_stage(VAL_STAGE, out, n, on_step=False)
+        self._accumulate(VAL_STAGE, self._stage_values(out), n)
         self._val_acc_sum += float((out.reward_chosen > out.reward_rejected).sum())
         self._val_count += n
 
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_sums.pop(VAL_STAGE, None)
+
     def on_validation_epoch_end(self) -> None:
+        self._log_epoch_means(VAL_STAGE)
         # Summed over processes (DDP), so every rank tracks the accuracy on the whole validation split.
         correct, count = self.trainer.strategy.reduce(
             torch.tensor([self._val_acc_sum, self._val_count], device=self.device), reduce_op="sum").tolist()
@@ -194,8 +244,15 @@ class RewardModule(L.LightningModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         out = self.pair_forward(batch)
-        self._log_stage(self.test_split_names[dataloader_idx], out, pair_count(batch),
-                        on_step=False)
+        self._accumulate(self.test_split_names[dataloader_idx], self._stage_values(out), pair_count(batch))
+
+    def on_test_epoch_start(self) -> None:
+        for stage in self.test_split_names:
+            self._epoch_sums.pop(stage, None)
+
+    def on_test_epoch_end(self) -> None:
+        for stage in self.test_split_names:
+            self._log_epoch_means(stage)
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -205,7 +262,12 @@ class RewardModule(L.LightningModule):
         groups = [{"params": head_params, "lr": cfg["head_lr"]}]
         if encoder_params and not self.frozen_encoder:
             groups.append({"params": encoder_params, "lr": cfg["lr"]})
-        optimizer = torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
+        params = [p for group in groups for p in group["params"]]
+        fused = cfg.get("fused")
+        if fused is None:  # Lightning's mixed-precision plugin cannot clip the gradients of a fused optimizer
+            fused = (bool(params) and all(p.device.type in FUSED_ADAMW_DEVICES for p in params)
+                     and not isinstance(self.trainer.precision_plugin, MixedPrecision))
+        optimizer = torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"], fused=fused or None)
         total = self.trainer.estimated_stepping_batches
         total = int(total) if math.isfinite(total) and total > 0 else 1
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg["warmup_fraction"] * total), total)
