@@ -121,3 +121,39 @@ def test_prompt_length_from_token_types():
         explicit = model(ids, mask, token_type_ids=types, prompt_lengths=torch.tensor([3])).logits
         derived = model(ids, mask, token_type_ids=types).logits
     torch.testing.assert_close(explicit, derived)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_bidirectional_prefix_mask_encodes_the_prompt_alone_in_the_same_pass(attn):
+    """prompt_repr=prefix: h(x) read from the (x, y) pass equals the prompt encoded on its own (prompt_repr=separate),
+    with padding; the response tokens still see the prompt, so h(x, y) depends on it and differs from h(x)."""
+    torch.manual_seed(0)
+    enc = BertModel(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=32, attn_implementation=attn))
+    models = {repr_: VRMForSequenceClassification(
+        VRMConfig(encoder_config=enc.config.to_dict(), head="vrm", encoder_kind="bidirectional", pooling="mean",
+                  prompt_repr=repr_, num_objectives=3, feature_dim=4), encoder=enc).eval()
+        for repr_ in ("separate", "prefix")}
+    ids, mask = pad([[3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15, 16, 17]], "right")
+    types = torch.zeros_like(ids)
+    prompt_lengths = torch.tensor([3, 2, 2])
+    for row, n in enumerate(prompt_lengths.tolist()):
+        types[row, n:int(mask[row].sum())] = 1
+    with torch.no_grad():
+        h_xy, h_x = models["prefix"].representations(ids, mask, types, prompt_lengths)
+        sep_xy, sep_x = models["separate"].representations(ids, mask, types, prompt_lengths)
+        changed_response = ids.clone()
+        changed_response[0, 3] = 40
+        h_xy2, h_x2 = models["prefix"].representations(changed_response, mask, types, prompt_lengths)
+    assert torch.isfinite(h_xy).all()
+    torch.testing.assert_close(h_x, sep_x, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(h_x2, h_x, atol=1e-5, rtol=1e-4)  # h(x) does not see the response
+    assert not torch.allclose(h_xy2[0], h_xy[0], atol=1e-4)  # h(x, y) does
+    assert not torch.allclose(h_xy, sep_xy, atol=1e-4)  # and is not full attention's h(x, y)
+
+
+def test_prefix_prompt_repr_is_for_bidirectional_encoders_with_mean_pooling_only():
+    with pytest.raises(ValueError, match="prompt_repr='prefix' is a bidirectional"):
+        VRMConfig(encoder_kind="decoder", pooling="last", prompt_repr="prefix")
+    with pytest.raises(ValueError, match="needs pooling='mean'"):  # the CLS token would never see the response
+        VRMConfig(encoder_kind="bidirectional", pooling="cls", prompt_repr="prefix")

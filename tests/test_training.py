@@ -62,9 +62,11 @@ def test_same_seed_same_metrics(tmp_path):
     assert first == second
 
 
-@pytest.mark.parametrize("model_type, encoder", [("vrm", "tiny_bert"), ("bt", "tiny_llama"), ("vrm", "tiny_llama")])
-def test_export_then_reload_gives_identical_scores(tmp_path, model_type, encoder):
-    cfg = compose_train(TINY_OVERRIDES + [f"model={model_type}", f"encoder={encoder}",
+@pytest.mark.parametrize("model_type, encoder, extra", [
+    ("vrm", "tiny_bert", []), ("vrm", "tiny_bert", ["model.prompt_repr=prefix"]), ("bt", "tiny_llama", []),
+    ("vrm", "tiny_llama", [])])
+def test_export_then_reload_gives_identical_scores(tmp_path, model_type, encoder, extra):
+    cfg = compose_train(TINY_OVERRIDES + [f"model={model_type}", f"encoder={encoder}", *extra,
                                           f"export_dir={tmp_path / 'export'}"], tmp_path)
     metrics = train(cfg)
     best = (tmp_path / "best_checkpoint.txt").read_text().strip()

@@ -106,8 +106,10 @@ class ModelConfig:
     aspect_coef: float = 1.0
     #: ``bt`` or ``mse`` per-aspect loss on g_k(mu_z).
     aspect_loss: str = "bt"
-    #: How h(x) is computed: ``separate`` forward of the prompt, or ``shared`` (decoder-only: last prompt
-    #: token of the same pass); ``auto`` = shared for decoder-only, separate for bidirectional encoders.
+    #: How h(x) is computed: ``separate`` forward of the prompt, ``shared`` (decoder-only: last prompt token of
+    #: the same pass) or ``prefix`` (bidirectional: one pass whose attention mask keeps the prompt tokens from
+    #: seeing the response, so they encode the prompt alone; the response tokens see everything);
+    #: ``auto`` = shared for decoder-only, separate for bidirectional encoders (the spec's choice).
     prompt_repr: str = "auto"
     #: Ablations: without the weight latent (uniform w), without the feature latent (z = mu).
     use_weight_latent: bool = True

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 HEADS = ("vrm", "bt")
 POOLINGS = ("last", "mean", "cls")
-PROMPT_REPRS = ("separate", "shared")
+PROMPT_REPRS = ("separate", "shared", "prefix")
 ENCODER_KINDS = ("bidirectional", "decoder")
 
 
@@ -102,6 +102,12 @@ class VRMConfig(PretrainedConfig):
         if self.prompt_repr == "shared" and self.encoder_kind != "decoder":
             raise ValueError("prompt_repr='shared' reads h(x) at the last prompt token, which is only the "
                              "prompt's own representation in a decoder-only (causal) encoder")
+        if self.prompt_repr == "prefix" and self.encoder_kind != "bidirectional":
+            raise ValueError("prompt_repr='prefix' is a bidirectional encoder's attention mask; a decoder-only "
+                             "encoder reads h(x) from the same pass with prompt_repr='shared'")
+        if self.prompt_repr == "prefix" and self.pooling != "mean":
+            raise ValueError(f"prompt_repr='prefix' needs pooling='mean', not {self.pooling!r}: the first token is a "
+                             "prompt token, which the prefix mask keeps from seeing the response")
         if self.prior_concentration <= 0:
             raise ValueError(f"prior_concentration={self.prior_concentration} must be > 0")
 
@@ -155,6 +161,30 @@ def prompt_slice(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_l
     ids = input_ids.gather(1, positions) * mask
     types = None if token_type_ids is None else token_type_ids.gather(1, positions) * mask
     return ids, mask, types
+
+
+def prompt_token_mask(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: the first ``prompt_lengths`` real tokens of each row (left or right padding)."""
+    index = attention_mask.long().cumsum(-1) - 1  # position among the row's real tokens
+    return attention_mask.bool() & (index < prompt_lengths.unsqueeze(1))
+
+
+def prefix_attention_mask(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor, dtype: torch.dtype,
+                          additive: bool) -> torch.Tensor:
+    """(B, 1, L, L) attention mask of one bidirectional pass that also encodes each prompt on its own.
+
+    Prompt tokens attend to prompt tokens only, so in every layer their states are those of the prompt encoded
+    alone (same tokens, positions and segments); response tokens attend to every real token. Padding queries
+    attend to the prompt (never to nothing, which would make NaNs). ``additive``: 0 / dtype-min floats (eager
+    attention), else booleans, True = attend (SDPA).
+    """
+    prompt = prompt_token_mask(attention_mask, prompt_lengths)
+    allowed = attention_mask.bool().unsqueeze(1) & (~prompt.unsqueeze(2) | prompt.unsqueeze(1))
+    allowed = allowed.unsqueeze(1)
+    if not additive:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed,
+                                                                                     torch.finfo(dtype).min)
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -301,13 +331,19 @@ class VRMForSequenceClassification(PreTrainedModel):
     def needs_prompt(self) -> bool:
         return self.config.head == "vrm"
 
-    def _hidden(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    def _hidden(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None) -> torch.Tensor:
+        """Last hidden states; with ``prompt_lengths``, under :func:`prefix_attention_mask` (prompt_repr=prefix)."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.config.use_token_types:
             kwargs["token_type_ids"] = token_type_ids
         if self._takes_position_ids:
             # Positions count real tokens only, so left and right padding give the same representation.
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        if prompt_lengths is not None:
+            additive = getattr(self.encoder.config, "_attn_implementation", "eager") == "eager"
+            kwargs["attention_mask"] = prefix_attention_mask(attention_mask, prompt_lengths,
+                                                             self.encoder.get_input_embeddings().weight.dtype,
+                                                             additive)
         return self.encoder(**kwargs).last_hidden_state
 
     def representations(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None,
@@ -317,15 +353,20 @@ class VRMForSequenceClassification(PreTrainedModel):
         Pairs put chosen rows first and rejected rows after, so h(x) is needed for the first half only.
         """
         num_prompts = input_ids.shape[0] if num_prompts is None else num_prompts
-        hidden = self._hidden(input_ids, attention_mask, token_type_ids)
+        if self.needs_prompt and prompt_lengths is None and token_type_ids is not None \
+                and self.config.use_token_types:
+            prompt_lengths = ((token_type_ids == 0) & attention_mask.bool()).sum(dim=1)
+        prefix = self.needs_prompt and prompt_lengths is not None and self.config.prompt_repr == "prefix"
+        hidden = self._hidden(input_ids, attention_mask, token_type_ids, prompt_lengths if prefix else None)
         h_xy = pool(hidden, attention_mask, self.config.pooling)
         if not self.needs_prompt:
             return h_xy, None
-        if prompt_lengths is None and token_type_ids is not None and self.config.use_token_types:
-            prompt_lengths = ((token_type_ids == 0) & attention_mask.bool()).sum(dim=1)
         if prompt_lengths is None:
             return h_xy, h_xy[:num_prompts]
         prompt_lengths = prompt_lengths[:num_prompts]
+        if prefix:  # the prompt tokens' states are the prompt's own: pool them
+            prompt = prompt_token_mask(attention_mask[:num_prompts], prompt_lengths)
+            return h_xy, pool(hidden[:num_prompts], prompt.to(attention_mask.dtype), self.config.pooling)
         if self.config.prompt_repr == "shared":
             rows = torch.arange(num_prompts, device=hidden.device)
             end = first_token_index(attention_mask[:num_prompts]) + prompt_lengths - 1
