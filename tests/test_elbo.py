@@ -116,3 +116,14 @@ def test_aspect_loss_by_hand():
 def test_pair_posterior_requires_learned_prior():
     with pytest.raises(ValueError, match="weight_prior='learned'"):
         tiny_head(weight_posterior="pair")
+
+
+def test_distribution_validation_is_a_switch():
+    """model.validate_distributions: Pyro's parameter checks name the bad parameter; off (the default, faster),
+    the same batch gives a non-finite loss, which the training loop's non-finite policy reports."""
+    head = tiny_head()
+    h = [torch.randn(B, H) for _ in range(3)]
+    h[0][1] = float("nan")  # one prompt's representation
+    with pytest.raises(ValueError, match="concentration"):
+        VRMObjective(head, num_samples=2, validate_distributions=True)(*h)
+    assert not torch.isfinite(VRMObjective(head, num_samples=2)(*h).loss)

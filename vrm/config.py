@@ -106,6 +106,10 @@ class ModelConfig:
     aspect_coef: float = 1.0
     #: ``bt`` or ``mse`` per-aspect loss on g_k(mu_z).
     aspect_loss: str = "bt"
+    #: Pyro's argument and support checks of every distribution in the ELBO (pyro.validation_enabled). A
+    #: debugging aid: about a quarter of the heads' step time; without it an invalid parameter shows up as a
+    #: non-finite loss, which max_nonfinite_batches reports with its step and batch.
+    validate_distributions: bool = False
     #: How h(x) is computed: ``separate`` forward of the prompt, ``shared`` (decoder-only: last prompt token of
     #: the same pass) or ``prefix`` (bidirectional: one pass whose attention mask keeps the prompt tokens from
     #: seeing the response, so they encode the prompt alone; the response tokens see everything);

@@ -246,10 +246,14 @@ class VRMHead(nn.Module):
         return mu, F.softplus(raw_scale) + 1e-4
 
     def forward(self, h_xy: torch.Tensor, h_x: torch.Tensor) -> VRMHeadOutput:
+        """Deterministic outputs; ``h_xy`` may hold several responses per prompt ((R * B, H) for (B, H) prompts,
+        response-major, as training's chosen-then-rejected rows): the weights are computed once per prompt."""
         weights = self.scoring_weights(h_x)
         mu, _ = self.feature_posterior_params(h_xy)
         scores = self.score_head(mu)
-        return VRMHeadOutput(reward=(weights * scores).sum(-1), weights=weights, objective_scores=scores)
+        repeats = h_xy.shape[0] // h_x.shape[0]
+        row_weights = weights if repeats == 1 else weights.repeat(repeats, 1)
+        return VRMHeadOutput(reward=(row_weights * scores).sum(-1), weights=weights, objective_scores=scores)
 
     def sample_rewards(self, h_xy: torch.Tensor, h_x: torch.Tensor, num_samples: int) -> torch.Tensor:
         """(S, B) rewards with w and z drawn from the posterior (prior net for a pair posterior)."""

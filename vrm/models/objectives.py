@@ -51,7 +51,7 @@ class BTObjective(nn.Module):
         self.head, self.center_coef, self.tau = head, center_coef, tau
 
     def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0, aspects=None) -> ObjectiveOutput:
-        r_pos, r_neg = self.head(h_chosen).reward, self.head(h_rejected).reward
+        r_pos, r_neg = self.head(torch.cat([h_chosen, h_rejected])).reward.chunk(2)
         nll = -F.logsigmoid((r_pos - r_neg) / self.tau).mean()
         loss = nll
         terms = {"nll": nll}
@@ -83,7 +83,8 @@ class VRMObjective(nn.Module):
     """
 
     def __init__(self, head: VRMHead, *, num_samples: int = 4, beta_w: float = 0.05, beta_z: float = 0.05,
-                 tau: float = 1.0, center_coef: float = 0.0, aspect_coef: float = 1.0, aspect_loss: str = "bt"):
+                 tau: float = 1.0, center_coef: float = 0.0, aspect_coef: float = 1.0, aspect_loss: str = "bt",
+                 validate_distributions: bool = False):
         super().__init__()
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -97,6 +98,7 @@ class VRMObjective(nn.Module):
         self.beta_w, self.beta_z, self.tau = beta_w, beta_z, tau
         self.center_coef, self.aspect_coef, self.aspect_loss = center_coef, aspect_coef, aspect_loss
         self.num_samples = num_samples
+        self.validate_distributions = validate_distributions
         self.elbo = TraceMeanField_ELBO(num_particles=num_samples, vectorize_particles=True,
                                         max_plate_nesting=1)
 
@@ -156,14 +158,18 @@ class VRMObjective(nn.Module):
             terms["kl_z"] = kl_z.mean()
         return terms
 
-    def aspect_term(self, h_chosen, h_rejected, aspects: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """L_aspect on g_k(mu_z) for the first A objectives; unrated (NaN) aspects are ignored."""
+    def aspect_term(self, h_chosen, h_rejected, aspects: tuple[torch.Tensor, torch.Tensor],
+                    scores: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """L_aspect on g_k(mu_z) for the first A objectives; unrated (NaN) aspects are ignored. ``scores``: the
+        (B, K) g(mu_z) of chosen and rejected when already computed (else from ``h_chosen``, ``h_rejected``)."""
         a_pos, a_neg = aspects  # (B, A) each, NaN where missing
         num_aspects = a_pos.shape[-1]
         if num_aspects > self.config.num_objectives:
             raise ValueError(f"{num_aspects} rated aspects but only num_objectives={self.config.num_objectives}")
-        s_pos = self.head.score_head(self.head.feature_posterior_params(h_chosen)[0])[:, :num_aspects]
-        s_neg = self.head.score_head(self.head.feature_posterior_params(h_rejected)[0])[:, :num_aspects]
+        if scores is None:
+            scores = tuple(self.head.score_head(self.head.feature_posterior_params(h)[0])
+                           for h in (h_chosen, h_rejected))
+        s_pos, s_neg = (s[:, :num_aspects] for s in scores)
         if self.aspect_loss == "mse":
             terms = [(s - a) ** 2 for s, a in ((s_pos, a_pos), (s_neg, a_neg))]
             valid = [~torch.isnan(a) for a in (a_pos, a_neg)]
@@ -179,21 +185,27 @@ class VRMObjective(nn.Module):
                 aspects: tuple[torch.Tensor, torch.Tensor] | None = None) -> ObjectiveOutput:
         n = h_x.shape[0]
         scale_w, scale_z = annealed(self.beta_w, progress), annealed(self.beta_z, progress)
-        loss = self.elbo.differentiable_loss(self.model, self.guide, h_x, h_chosen, h_rejected,
-                                             scale_w, scale_z) / n
-        terms = self.kl_terms(h_x, h_chosen, h_rejected)
+        with pyro.validation_enabled(self.validate_distributions):
+            loss = self.elbo.differentiable_loss(self.model, self.guide, h_x, h_chosen, h_rejected,
+                                                 scale_w, scale_z) / n
+            with torch.no_grad():  # logged only
+                terms = self.kl_terms(h_x, h_chosen, h_rejected)
         # The ELBO is exactly the MC likelihood term plus the scaled analytic KLs; recover the former.
         terms["nll"] = loss.detach() - scale_w * terms.get("kl_w", 0.0) - scale_z * terms.get("kl_z", 0.0)
-        out_pos, out_neg = self.head(h_chosen, h_x), self.head(h_rejected, h_x)
-        r_pos, r_neg = out_pos.reward, out_neg.reward
+        use_aspects = aspects is not None and aspects[0].shape[-1] > 0 and bool(self.aspect_coef)
+        # The deterministic rewards (one head pass for both sides) need gradients only for the extra losses.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (bool(self.center_coef) or use_aspects)):
+            out = self.head(torch.cat([h_chosen, h_rejected]), h_x)
+        r_pos, r_neg = out.reward[:n], out.reward[n:]
         if self.center_coef:
             terms["center"] = centering_loss(r_pos, r_neg)
             loss = loss + self.center_coef * terms["center"]
-        if aspects is not None and aspects[0].shape[-1] > 0 and self.aspect_coef:
-            terms["aspect"] = self.aspect_term(h_chosen, h_rejected, aspects)
+        if use_aspects:
+            terms["aspect"] = self.aspect_term(h_chosen, h_rejected, aspects,
+                                               scores=(out.objective_scores[:n], out.objective_scores[n:]))
             loss = loss + self.aspect_coef * terms["aspect"]
-        terms["entropy_w"] = dirichlet_entropy_of_mean(out_pos.weights).mean()
+        terms["entropy_w"] = dirichlet_entropy_of_mean(out.weights).mean()
         terms["beta_w"] = torch.tensor(scale_w)
         terms["beta_z"] = torch.tensor(scale_z)
         terms = {k: v.detach() if torch.is_tensor(v) else v for k, v in terms.items()}
-        return ObjectiveOutput(loss, r_pos, r_neg, terms, weights=out_pos.weights)
+        return ObjectiveOutput(loss, r_pos, r_neg, terms, weights=out.weights)

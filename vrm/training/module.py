@@ -45,7 +45,8 @@ def build_objective(net: VRMForSequenceClassification, model_cfg: dict[str, Any]
         return BTObjective(net.head, center_coef=model_cfg["center_coef"], tau=model_cfg["tau"])
     return VRMObjective(net.head, num_samples=model_cfg["num_samples"], beta_w=model_cfg["beta_w"],
                         beta_z=model_cfg["beta_z"], tau=model_cfg["tau"], center_coef=model_cfg["center_coef"],
-                        aspect_coef=model_cfg["aspect_coef"], aspect_loss=model_cfg["aspect_loss"])
+                        aspect_coef=model_cfg["aspect_coef"], aspect_loss=model_cfg["aspect_loss"],
+                        validate_distributions=model_cfg.get("validate_distributions", False))
 
 
 def pair_count(batch: dict[str, torch.Tensor]) -> int:
