@@ -166,3 +166,18 @@ def test_feature_batches_carry_aspect_ratings_like_token_batches():
     assert torch.isnan(batch["aspects_rejected"][0]).all()
     with pytest.raises(ValueError, match="rows"):
         FeatureDataset(features, split.select([0]))
+
+
+def test_tokenizer_fingerprint_is_kept_but_follows_special_token_changes():
+    """Computed once per tokenizer object, yet a later change of what decides the ids (an eos token set after
+    loading, as for TRL with a BERT tokenizer; an added token) gives a new fingerprint, so no stale cache key."""
+    from vrm.models.encoder import load_tokenizer
+
+    tok = load_tokenizer("minilm")
+    first = tokenizer_fingerprint(tok)
+    assert tokenizer_fingerprint(tok) == first == tokenizer_fingerprint(load_tokenizer("minilm"))
+    tok.eos_token = tok.sep_token
+    with_eos = tokenizer_fingerprint(tok)
+    assert with_eos != first
+    tok.add_tokens(["<new-token>"])
+    assert tokenizer_fingerprint(tok) not in (first, with_eos)

@@ -47,10 +47,12 @@ responses whose true rewards are known.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import datasets
 import numpy as np
@@ -222,8 +224,18 @@ def oracle_accuracy(label_temperature: float) -> float:
 
 
 def make_splits(cfg: SyntheticConfig) -> dict[str, datasets.Dataset]:
-    """All splits (:data:`SPLITS`) of the benchmark, with the sizes and correlations of ``cfg``."""
-    return {split: make_split(cfg, split) for split in SPLITS}
+    """All splits (:data:`SPLITS`) of the benchmark, with the sizes and correlations of ``cfg``.
+
+    Kept in memory per settings, so that the trials of a sweep in one process build them once.
+    """
+    settings = tuple((f.name, getattr(cfg, f.name)) for f in fields(SyntheticConfig))
+    return dict(_splits_for(settings))
+
+
+@functools.lru_cache(maxsize=8)
+def _splits_for(settings: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, datasets.Dataset], ...]:
+    cfg = SyntheticConfig(**dict(settings))
+    return tuple((split, make_split(cfg, split)) for split in SPLITS)
 
 
 def make_split(cfg: SyntheticConfig, split: str) -> datasets.Dataset:

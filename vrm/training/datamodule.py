@@ -38,14 +38,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VRM_CACHE", Path.home() / ".cache" / "vrm")) / "tokenized"
 
 
+#: Attribute under which a tokenizer object keeps its fingerprint (with what would change it after loading).
+FINGERPRINT_ATTR = "_vrm_fingerprint"
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of what decides the token ids: vocabulary, special tokens and chat template."""
+    """A hash of what decides the token ids: vocabulary, special tokens and chat template (computed once per
+    tokenizer object: hashing a 30k vocabulary takes about 0.1 s)."""
+    state = (len(tokenizer), tuple(tokenizer.all_special_tokens), str(getattr(tokenizer, "chat_template", None)))
+    known = getattr(tokenizer, FINGERPRINT_ATTR, None)
+    if known is not None and known[0] == state:
+        return known[1]
     h = hashlib.sha256()
     h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
     h.update(repr(tokenizer.all_special_tokens).encode())
     h.update(str(getattr(tokenizer, "chat_template", None)).encode())
     h.update(type(tokenizer).__name__.encode())
-    return h.hexdigest()[:16]
+    fingerprint = h.hexdigest()[:16]
+    setattr(tokenizer, FINGERPRINT_ATTR, (state, fingerprint))
+    return fingerprint
 
 
 class PreferenceDataModule(L.LightningDataModule):
