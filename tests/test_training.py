@@ -116,7 +116,7 @@ def test_epoch_metrics_are_pair_weighted_means_of_the_batches(tmp_path):
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
     (logged,) = trainer.validate(module, datamodule=dm, verbose=False)
-    assert logged["val/loss"] == pytest.approx(sum(l * n for l, n in zip(losses, sizes)) / sum(sizes), rel=1e-5)
+    assert logged["val/loss"] == pytest.approx(sum(loss * n for loss, n in zip(losses, sizes)) / sum(sizes), rel=1e-5)
     assert logged["val/acc"] == pytest.approx(sum(correct) / sum(sizes), rel=1e-6)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.plugins.precision import MixedPrecision
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics import MaxMetric
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
