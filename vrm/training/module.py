@@ -153,6 +153,8 @@ class RewardModule(L.LightningModule):
         for name, value in zip(names, means):
             self.log(f"{stage}/{name}{suffix}", value, on_step=False, on_epoch=True,
                      prog_bar=stage == VAL_STAGE and name in (LOSS, ACC), add_dataloader_idx=False)
+            if suffix:  # and, as Lightning does for on_step + on_epoch values, unsuffixed for callbacks to monitor
+                self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, logger=False)
 
     def _log_train_step(self, values: dict[str, torch.Tensor]) -> None:
         """Per-step values ``train/<metric>_step``: all of them every ``trainer.log_every_n_steps`` steps (when
