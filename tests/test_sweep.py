@@ -36,6 +36,8 @@ def test_hparams_search_config_composes_with_a_frozen_cached_encoder(tmp_path):
     cfg = compose_train(["hparams_search=vrm_optuna"], tmp_path)
     assert cfg.encoder.train_mode == "frozen" and cfg.encoder.feature_cache
     assert cfg.optimized_metric == METRIC
+    # Trials keep no checkpoints (each would hold the frozen encoder); Lightning refuses a ModelCheckpoint then.
+    assert not cfg.trainer.enable_checkpointing and not cfg.callbacks
     search = yaml.safe_load((CONFIG_DIR / "hparams_search" / "vrm_optuna.yaml").read_text())
     sweeper = search["hydra"]["sweeper"]
     assert sweeper["direction"] == "maximize" and sweeper["n_trials"] == 20
