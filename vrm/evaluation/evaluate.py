@@ -113,17 +113,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"best_of_n.spurious_prob={cfg.best_of_n.spurious_prob} must be in [0, 1]")
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def load_model_scorer(path: str | Path, batch_size: int = 32, device: str = "cpu") -> RewardScorer:
-    """A :class:`RewardScorer` from an export folder or a training checkpoint (``.ckpt``)."""
+    """A :class:`RewardScorer` from an export folder or a training checkpoint (``.ckpt``); it resolves ``device``
+    (``auto``: CUDA when there is one)."""
     path = Path(path)
-    device = resolve_device(device)
     if path.is_dir():
         return RewardScorer.from_pretrained(path, batch_size=batch_size, device=device)
     if not path.is_file():

@@ -163,10 +163,14 @@ def prompt_slice(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_l
     return ids, mask, types
 
 
+def real_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) position of each token among its row's real tokens (0, 1, ...; -1 before the first, left padding)."""
+    return attention_mask.long().cumsum(-1) - 1
+
+
 def prompt_token_mask(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
     """(B, L) bool: the first ``prompt_lengths`` real tokens of each row (left or right padding)."""
-    index = attention_mask.long().cumsum(-1) - 1  # position among the row's real tokens
-    return attention_mask.bool() & (index < prompt_lengths.unsqueeze(1))
+    return attention_mask.bool() & (real_token_positions(attention_mask) < prompt_lengths.unsqueeze(1))
 
 
 def prefix_attention_mask(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor, dtype: torch.dtype,
@@ -342,7 +346,7 @@ class VRMForSequenceClassification(PreTrainedModel):
             kwargs["token_type_ids"] = token_type_ids
         if self._takes_position_ids:
             # Positions count real tokens only, so left and right padding give the same representation.
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            kwargs["position_ids"] = real_token_positions(attention_mask).clamp(min=0)
         if prompt_lengths is not None:
             additive = getattr(self.encoder.config, "_attn_implementation", "eager") == "eager"
             kwargs["attention_mask"] = prefix_attention_mask(attention_mask, prompt_lengths,

@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Pret
 
 from vrm.data.schema import Message
 from vrm.data.tokenize import EncodedSequence, PairEncoder, pad_sequences
+from vrm.models.encoder import DTYPES
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, Prompt, Scorer, plain_pair, split_query
 
@@ -26,7 +27,6 @@ from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, Prompt, Scorer, plain_pair
 PLAIN_TOKENIZATION_KEY = "vrm_tokenization"
 #: Weight files that are pickles (arbitrary code on load): a folder holding one is refused.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class UnsafeCheckpointError(ValueError):
