@@ -11,7 +11,7 @@ import yaml
 from conftest import TINY_OVERRIDES, compose_train
 from omegaconf import OmegaConf
 
-from vrm.cli import CONFIG_DIR
+from vrm.training.compose import CONFIG_DIR
 from vrm.training.sweep_summary import SUMMARY_JSON, SUMMARY_MD, summarize_sweep
 from vrm.training.train import METRICS_FILE
 

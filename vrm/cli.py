@@ -9,7 +9,7 @@ import sys
 from omegaconf.errors import OmegaConfBaseException
 
 from vrm.config import register_configs
-from vrm.training.compose import CONFIG_DIR
+from vrm.training.compose import config_dir
 
 log = logging.getLogger("vrm")
 
@@ -37,11 +37,13 @@ def train_main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    if not CONFIG_DIR.is_dir():
-        sys.exit(f"error: config folder {CONFIG_DIR} not found; install the repository with 'pip install -e .'")
+    try:
+        conf = config_dir()
+    except FileNotFoundError as err:
+        sys.exit(f"error: {err}")
     register_configs()
 
-    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+    @hydra.main(version_base="1.3", config_path=str(conf), config_name="train")
     def _main(cfg: DictConfig) -> float | None:
         from vrm.training.train import train
 

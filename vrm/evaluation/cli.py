@@ -15,7 +15,7 @@ from omegaconf import MISSING
 
 from vrm.config import PathsConfig
 from vrm.data.config import DataConfig
-from vrm.training.compose import CONFIG_DIR
+from vrm.training.compose import config_dir
 
 #: ``scorer.name`` of the trained reward model at ``model_path`` (``conf/scorer/model.yaml``).
 MODEL_SCORER = "model"
@@ -88,11 +88,13 @@ def main() -> None:
 
     from vrm.cli import report_and_exit, user_error_types
 
-    if not CONFIG_DIR.is_dir():
-        sys.exit(f"error: config folder {CONFIG_DIR} not found; install the repository with 'pip install -e .'")
+    try:
+        conf = config_dir()
+    except FileNotFoundError as err:
+        sys.exit(f"error: {err}")
     register_eval_configs()
 
-    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+    @hydra.main(version_base="1.3", config_path=str(conf), config_name="eval")
     def _main(cfg: DictConfig) -> None:
         from vrm.evaluation.evaluate import evaluate
 
