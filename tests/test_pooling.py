@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
+import random
+
 import pytest
 import torch
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
 
+from vrm.models import modeling_vrm
 from vrm.models.modeling_vrm import (
     VRMConfig,
     VRMForSequenceClassification,
+    chunk_ends,
     first_token_index,
     last_token_index,
+    length_groups,
     pool,
     prompt_slice,
 )
@@ -157,3 +164,91 @@ def test_prefix_prompt_repr_is_for_bidirectional_encoders_with_mean_pooling_only
         VRMConfig(encoder_kind="decoder", pooling="last", prompt_repr="prefix")
     with pytest.raises(ValueError, match="needs pooling='mean'"):  # the CLS token would never see the response
         VRMConfig(encoder_kind="bidirectional", pooling="cls", prompt_repr="prefix")
+
+
+# -- length-sorted encoder passes (config.length_chunks) -----------------------------------------------------------
+def test_chunk_ends_by_hand():
+    # One padded pass of [1, 1, 5, 5, 5, 9] costs 6 * 9 = 54 tokens; cut after the 5s: 5 * 5 + 1 * 9 = 34 (the best
+    # two groups: after the 1s it would be 2 * 1 + 4 * 9 = 38); three groups: 2 + 15 + 9 = 26.
+    assert chunk_ends([1, 1, 5, 5, 5, 9], 1) == [6]
+    assert chunk_ends([1, 1, 5, 5, 5, 9], 2) == [5, 6]
+    assert chunk_ends([1, 1, 5, 5, 5, 9], 3) == [2, 5, 6]
+    assert chunk_ends([4, 4, 4], 3) == [3]  # nothing to save
+    # [10] * 9 + [11]: a second pass saves 9 of 110 tokens (8%), a third nothing; with a 10% bar, no cut at all.
+    assert chunk_ends([10] * 9 + [11], 3) == [9, 10]
+    assert chunk_ends([10] * 9 + [11], 3, min_saving=0.1) == [10]
+    assert chunk_ends([], 2) == []
+
+
+def partition_cost(lengths: list[int], bounds: list[int], saving: float) -> float:
+    """Padded tokens of the groups ending at ``bounds``, plus ``saving`` of one pass's tokens per extra group."""
+    starts = [0, *bounds[:-1]]
+    padded = sum((b - a) * lengths[b - 1] for a, b in zip(starts, bounds))
+    return padded + saving * len(lengths) * lengths[-1] * (len(bounds) - 1)
+
+
+def test_chunk_ends_is_the_best_partition():
+    """Against brute force over every cut, with the per-pass charge of min_saving."""
+    rng = random.Random(0)
+    for _ in range(300):
+        lengths = sorted(rng.randint(1, 12) for _ in range(rng.randint(1, 8)))
+        k, saving = rng.randint(1, 4), rng.choice([0.0, 0.05, 0.2])
+        best = min(partition_cost(lengths, [*cuts, len(lengths)], saving) for c in range(k)
+                   for cuts in itertools.combinations(range(1, len(lengths)), c))
+        ends = chunk_ends(lengths, k, min_saving=saving)
+        assert len(ends) <= k and ends[-1] == len(lengths)
+        assert partition_cost(lengths, ends, saving) == pytest.approx(best), (lengths, k, saving, ends)
+
+
+def test_length_groups_only_where_padding_is_one_sided():
+    right = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0, 0, 0]])
+    groups = length_groups(right, 3)
+    assert [(idx.tolist(), cols) for idx, cols in groups] == [([2, 0], slice(0, 2)), ([1], slice(0, 8))]
+    left = [(idx.tolist(), cols) for idx, cols in length_groups(right.flip(1), 3)]
+    assert left == [([2, 0], slice(6, 8)), ([1], slice(0, 8))]
+    assert length_groups(right, 1) is None
+    assert length_groups(torch.ones(3, 4, dtype=torch.long), 3) is None  # no padding
+    mixed = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
+    assert length_groups(mixed, 3) is None
+
+
+def length_chunked_pair(kind: str, prompt_repr: str) -> tuple[VRMForSequenceClassification, ...]:
+    """The same tiny model twice: one padded pass, and up to 3 length-sorted passes."""
+    one = tiny_model(kind)
+    one.config.prompt_repr = prompt_repr
+    chunked = copy.deepcopy(one)
+    chunked.config.length_chunks = 3
+    return one, chunked
+
+
+@pytest.mark.parametrize("kind, prompt_repr, side", [
+    ("bidirectional", "separate", "right"), ("bidirectional", "prefix", "right"), ("decoder", "shared", "left"),
+    ("decoder", "shared", "right")])
+def test_length_chunks_give_the_one_pass_representations_and_gradients(kind, prompt_repr, side):
+    one, chunked = length_chunked_pair(kind, prompt_repr)
+    seqs = [[3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15], [16, 17, 18, 19], [21, 22, 23, 24],
+            [25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36]]
+    ids, mask = pad(seqs, side)
+    prompt_lengths = torch.tensor([4, 2, 3, 2, 5])
+    calls = []
+    chunked.encoder.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape),
+                                          with_kwargs=True)
+    outputs = []
+    for model in (one, chunked):
+        h_xy, h_x = model.representations(ids, mask, prompt_lengths=prompt_lengths)
+        (h_xy.sum() + h_x.square().sum()).backward()
+        outputs.append((h_xy, h_x, [p.grad for p in model.encoder.parameters()]))
+    (a_xy, a_x, a_grads), (b_xy, b_x, b_grads) = outputs
+    torch.testing.assert_close(b_xy, a_xy, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(b_x, a_x, atol=1e-5, rtol=1e-4)
+    for a, b in zip(a_grads, b_grads):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    # Lengths 10, 3, 4, 4, 12: one pass pads to 5 * 12 = 60 tokens, {3, 4, 4} at width 4 and {10, 12} at 12 to 36; a
+    # third pass ({10} and {12} apart: 34) would save 2, under CHUNK_MIN_SAVING of 60 = 3. (Separate prompts follow.)
+    assert modeling_vrm.CHUNK_MIN_SAVING == 0.05
+    assert calls[:2] == [torch.Size([3, 4]), torch.Size([2, 12])]
+
+
+def test_length_chunks_must_be_positive():
+    with pytest.raises(ValueError, match="length_chunks=0 must be an integer >= 1"):
+        VRMConfig(length_chunks=0)

@@ -51,6 +51,7 @@ class VRMConfig(PretrainedConfig):
         max_sequence_length: int = 512,
         truncation: str = "truncate_prompt_left",
         use_chat_template: bool = True,
+        length_chunks: int = 1,
         num_labels: int = 1,
         **kwargs,
     ):
@@ -75,6 +76,8 @@ class VRMConfig(PretrainedConfig):
         self.max_sequence_length = max_sequence_length
         self.truncation = truncation
         self.use_chat_template = use_chat_template
+        # Not architecture: how many length-sorted passes a padded batch is cut into (see length_groups).
+        self.length_chunks = length_chunks
         super().__init__(num_labels=num_labels, **kwargs)
         self.validate_architecture()
 
@@ -110,6 +113,8 @@ class VRMConfig(PretrainedConfig):
                              "prompt token, which the prefix mask keeps from seeing the response")
         if self.prior_concentration <= 0:
             raise ValueError(f"prior_concentration={self.prior_concentration} must be > 0")
+        if not isinstance(self.length_chunks, int) or self.length_chunks < 1:
+            raise ValueError(f"length_chunks={self.length_chunks!r} must be an integer >= 1")
 
     @property
     def use_token_types(self) -> bool:
@@ -189,6 +194,73 @@ def prefix_attention_mask(attention_mask: torch.Tensor, prompt_lengths: torch.Te
         return allowed
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed,
                                                                                      torch.finfo(dtype).min)
+
+
+#: An extra encoder pass must save at least this fraction of a batch's padded tokens (it has a fixed cost).
+CHUNK_MIN_SAVING = 0.05
+
+
+def chunk_ends(sorted_lengths: list[int], max_chunks: int, min_saving: float = CHUNK_MIN_SAVING) -> list[int]:
+    """End rows of at most ``max_chunks`` consecutive groups of ascending lengths that minimise the padded tokens.
+
+    Each group is padded to its own longest row, so it costs ``rows * longest``, plus ``min_saving`` times the
+    one-group cost for every group after the first. The groups are chosen by dynamic programming over the points
+    where the length changes (exact, and cheap: a batch has few distinct lengths); ties go to fewer groups.
+    """
+    n = len(sorted_lengths)
+    if n == 0:
+        return []
+    # A group can only usefully end after the last row of a length.
+    ends = [i + 1 for i in range(n) if i + 1 == n or sorted_lengths[i + 1] != sorted_lengths[i]]
+    m = len(ends)
+    # costs[c][j]: fewest padded tokens of rows [0, ends[j]) in exactly c + 1 groups; cuts[c][j]: where that
+    # solution's last group starts (an index into ends).
+    costs = [[ends[j] * sorted_lengths[ends[j] - 1] for j in range(m)]]
+    cuts: list[list[int]] = [[-1] * m]
+    for c in range(1, min(max_chunks, m)):
+        cost, cut = [float("inf")] * m, [-1] * m
+        for j in range(c, m):
+            width = sorted_lengths[ends[j] - 1]
+            for i in range(c - 1, j):
+                total = costs[c - 1][i] + (ends[j] - ends[i]) * width
+                if total < cost[j]:
+                    cost[j], cut[j] = total, i
+        costs.append(cost)
+        cuts.append(cut)
+    penalty = min_saving * costs[0][m - 1]
+    groups = min(range(len(costs)), key=lambda c: (costs[c][m - 1] + c * penalty, c))
+    bounds, j = [n], m - 1
+    for c in range(groups, 0, -1):
+        j = cuts[c][j]
+        bounds.append(ends[j])
+    return bounds[::-1]
+
+
+def length_groups(attention_mask: torch.Tensor, max_chunks: int) -> list[tuple[torch.Tensor, slice]] | None:
+    """Rows of a padded batch cut into length-sorted groups, each as (row indices, the columns of its longest row).
+
+    None when one pass is best: ``max_chunks`` 1, every row as long as the batch, or mixed left and right padding.
+    Each group then runs trimmed to its longest row, so fewer padding tokens go through the encoder; the real tokens
+    see exactly what they saw in one padded pass (padding is masked out of attention).
+    """
+    if max_chunks <= 1:
+        return None
+    lengths = attention_mask.sum(dim=1)
+    width = attention_mask.shape[1]
+    if bool((lengths == width).all()):
+        return None
+    right = bool(attention_mask[:, 0].bool().all())
+    left = bool(attention_mask[:, -1].bool().all())
+    if right == left:  # neither (mixed padding) or both (impossible with short rows)
+        return None
+    order = torch.argsort(lengths, stable=True)
+    sorted_lengths = lengths[order].tolist()
+    ends = chunk_ends(sorted_lengths, max_chunks)
+    if len(ends) == 1:
+        return None
+    starts = [0, *ends[:-1]]
+    return [(order[a:b], slice(0, sorted_lengths[b - 1]) if right else slice(width - sorted_lengths[b - 1], width))
+            for a, b in zip(starts, ends)]
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -340,7 +412,27 @@ class VRMForSequenceClassification(PreTrainedModel):
         return self.config.head == "vrm"
 
     def _hidden(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None) -> torch.Tensor:
-        """Last hidden states; with ``prompt_lengths``, under :func:`prefix_attention_mask` (prompt_repr=prefix)."""
+        """(B, L, H) last hidden states; with ``prompt_lengths``, under :func:`prefix_attention_mask`
+        (prompt_repr=prefix). With ``config.length_chunks`` > 1 the rows go through the encoder in length-sorted
+        groups (:func:`length_groups`), each trimmed to its longest row; padding positions then hold zeros."""
+        groups = length_groups(attention_mask, self.config.length_chunks)
+        if groups is None:
+            return self._encode(input_ids, attention_mask, token_type_ids, prompt_lengths)
+        width = input_ids.shape[1]
+        parts, rows = [], []
+        for index, cols in groups:
+            ids, mask, types = (None if t is None else t[index][:, cols]
+                                for t in (input_ids, attention_mask, token_type_ids))
+            hidden = self._encode(ids, mask, types, None if prompt_lengths is None else prompt_lengths[index])
+            parts.append(F.pad(hidden, (0, 0, cols.start, width - cols.stop)))
+            rows.append(index)
+        order = torch.cat(rows)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return torch.cat(parts).index_select(0, inverse)
+
+    def _encode(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None) -> torch.Tensor:
+        """One encoder pass: last hidden states; with ``prompt_lengths``, under the prefix mask."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.config.use_token_types:
             kwargs["token_type_ids"] = token_type_ids

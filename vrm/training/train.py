@@ -50,7 +50,8 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
     arch = {k: m[k] for k in keys}
     arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, prompt_repr=prompt_repr,
                 encoder_config=enc.model.config.to_dict(), max_sequence_length=cfg.data.max_length,
-                truncation=cfg.data.truncation, use_chat_template=cfg.encoder.use_chat_template)
+                truncation=cfg.data.truncation, use_chat_template=cfg.encoder.use_chat_template,
+                length_chunks=cfg.encoder.length_chunks)
     VRMConfig(**arch)  # validates the combination before any data is loaded
     return arch
 
@@ -68,6 +69,7 @@ def validate(cfg: DictConfig) -> None:
         (m.max_nonfinite_batches >= 0, "model.max_nonfinite_batches", m.max_nonfinite_batches, "must be >= 0"),
         (0 <= m.kl_warmup_fraction <= 1, "model.kl_warmup_fraction", m.kl_warmup_fraction, "must be in [0, 1]"),
         (cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "must be >= 1"),
+        (cfg.encoder.length_chunks >= 1, "encoder.length_chunks", cfg.encoder.length_chunks, "must be >= 1"),
         (cfg.optim.lr > 0 and cfg.optim.head_lr > 0, "optim.lr/head_lr", (cfg.optim.lr, cfg.optim.head_lr),
          "must be > 0"),
     ]
