@@ -54,13 +54,13 @@ def test_pyro_loss_equals_closed_form(num_samples, prior):
     sw, sz = annealed(beta_w, progress), annealed(beta_z, progress)
     assert (sw, sz) == (0.15, 0.1)
 
+    params = objective.variational_params(h_x, h_pos, h_neg)
     pyro.set_rng_seed(7)
-    loss = objective.elbo.differentiable_loss(objective.model, objective.guide, h_x, h_pos, h_neg, sw, sz) / B
+    loss = objective.elbo.differentiable_loss(objective.model, objective.guide, params, sw, sz) / B
 
     # Same seed: the guide draws the same particles; recompute the spec's loss from them by hand.
     pyro.set_rng_seed(7)
-    _, guide_trace = next(objective.elbo._get_traces(objective.model, objective.guide,
-                                                      (h_x, h_pos, h_neg, sw, sz), {}))
+    _, guide_trace = next(objective.elbo._get_traces(objective.model, objective.guide, (params, sw, sz), {}))
     # (S, B, K) and (S, B, D); a single particle is not vectorised, so it has no leading dim.
     w = guide_trace.nodes[SITE_W]["value"].reshape(num_samples, B, K)
     z_pos = guide_trace.nodes[SITE_Z_CHOSEN]["value"].reshape(num_samples, B, D)
@@ -89,6 +89,17 @@ def test_forward_terms_decompose_the_loss():
     rebuilt = t["nll"] + 0.05 * t["kl_w"] + 0.05 * t["kl_z"] + 0.1 * t["center"]
     torch.testing.assert_close(out.loss.detach(), rebuilt.detach(), rtol=1e-5, atol=1e-6)
     assert 0 < float(t["entropy_w"]) <= math.log(K) + 1e-6
+
+
+@pytest.mark.parametrize("center_coef", [0.0, 0.1])
+def test_forward_runs_each_network_once(center_coef):
+    """The guide, the logged KL terms and the deterministic rewards share one pass of each network."""
+    head = tiny_head(weight_prior="learned")
+    calls = {name: 0 for name in ("weight_posterior", "weight_prior", "feature_posterior")}
+    for name in calls:
+        getattr(head, name).register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    VRMObjective(head, num_samples=3, center_coef=center_coef)(*(torch.randn(B, H) for _ in range(3)))
+    assert calls == {"weight_posterior": 1, "weight_prior": 1, "feature_posterior": 1}
 
 
 def test_annealing_starts_from_positive_floor():

@@ -307,13 +307,17 @@ class VRMHead(nn.Module):
         k = self.config.num_objectives
         return h_x.new_full((h_x.shape[0], k), float(self.config.prior_concentration))
 
-    def scoring_weights(self, h_x: torch.Tensor) -> torch.Tensor:
-        """(B, K) E[w | x] used at scoring time (uniform when the weight latent is ablated)."""
+    def scoring_weights(self, h_x: torch.Tensor, alpha_q: torch.Tensor | None = None,
+                        alpha_p: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K) E[w | x] used at scoring time (uniform when the weight latent is ablated). ``alpha_q``,
+        ``alpha_p``: the posterior and prior concentrations when already computed (else from ``h_x``)."""
         if not self.config.use_weight_latent:
             k = self.config.num_objectives
             return h_x.new_full((h_x.shape[0], k), 1.0 / k)
-        alpha = self.prior_concentration(h_x) if self.config.scores_from_prior else \
-            self.posterior_concentration(h_x)
+        if self.config.scores_from_prior:
+            alpha = alpha_p if alpha_p is not None else self.prior_concentration(h_x)
+        else:  # the prompt posterior (a pair posterior scores from the prior)
+            alpha = alpha_q if alpha_q is not None else self.posterior_concentration(h_x)
         return alpha / alpha.sum(dim=-1, keepdim=True)
 
     def feature_posterior_params(self, h_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,10 +328,12 @@ class VRMHead(nn.Module):
     def forward(self, h_xy: torch.Tensor, h_x: torch.Tensor) -> VRMHeadOutput:
         """Deterministic outputs; ``h_xy`` may hold several responses per prompt ((R * B, H) for (B, H) prompts,
         response-major, as training's chosen-then-rejected rows): the weights are computed once per prompt."""
-        weights = self.scoring_weights(h_x)
-        mu, _ = self.feature_posterior_params(h_xy)
+        return self.rewards(self.scoring_weights(h_x), self.feature_posterior_params(h_xy)[0])
+
+    def rewards(self, weights: torch.Tensor, mu: torch.Tensor) -> VRMHeadOutput:
+        """r = E[w | x]^T g(mu) from (B, K) weights and (R * B, d) posterior means (R responses per prompt)."""
         scores = self.score_head(mu)
-        repeats = h_xy.shape[0] // h_x.shape[0]
+        repeats = mu.shape[0] // weights.shape[0]
         row_weights = weights if repeats == 1 else weights.repeat(repeats, 1)
         return VRMHeadOutput(reward=(row_weights * scores).sum(-1), weights=weights, objective_scores=scores)
 

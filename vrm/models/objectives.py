@@ -4,6 +4,8 @@ Both take h(x) (B, H), h(x, y+) (B, H), h(x, y-) (B, H) and return a :class:`Obj
 ``loss`` is the mean over pairs. The VRM objective is a Pyro program (``model`` and ``guide`` with
 ``pyro.plate`` over pairs, sample sites ``w``, ``z_chosen``, ``z_rejected`` and the observed
 ``preference``), and its loss is a Pyro ELBO's ``differentiable_loss``, so Lightning owns the optimizer.
+The inference and prior networks run once per step (:class:`VariationalParams`); the guide samples from
+their outputs, and the logged KL terms and the deterministic rewards read the same tensors.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ SITE_W, SITE_Z_CHOSEN, SITE_Z_REJECTED, SITE_PREFERENCE = "w", "z_chosen", "z_re
 PLATE = "pairs"
 #: poutine.scale refuses a scale of 0, so annealed KL weights start from this floor.
 KL_SCALE_FLOOR = 1e-6
+
+
+@dataclass
+class VariationalParams:
+    """Distribution parameters of one batch of B pairs (see :meth:`VRMObjective.variational_params`)."""
+
+    alpha_q: torch.Tensor | None  # (B, K) posterior concentration of w (None: weight latent ablated)
+    alpha_p: torch.Tensor | None  # (B, K) prior concentration of w
+    mu: torch.Tensor  # (2B, d) posterior means of z: the B chosen responses, then the B rejected
+    sigma: torch.Tensor  # (2B, d) posterior standard deviations of z
 
 
 @dataclass
@@ -107,55 +119,60 @@ class VRMObjective(nn.Module):
         return self.head.config
 
     # -- the Pyro program -----------------------------------------------------------------------
+    def variational_params(self, h_x, h_chosen, h_rejected) -> VariationalParams:
+        """The inference and prior networks' outputs for a batch of pairs, computed once per step: the guide
+        draws from them, the KL terms and the deterministic rewards read them."""
+        cfg = self.config
+        alpha_q = self.head.posterior_concentration(h_x, h_chosen, h_rejected) if cfg.use_weight_latent else None
+        alpha_p = self.head.prior_concentration(h_x) if cfg.use_weight_latent else None
+        mu, sigma = self.head.feature_posterior_params(torch.cat([h_chosen, h_rejected]))
+        return VariationalParams(alpha_q, alpha_p, mu, sigma)
+
     def _reward(self, w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return (w * self.head.score_head(z)).sum(-1)
 
-    def model(self, h_x, h_chosen, h_rejected, scale_w: float, scale_z: float):
-        cfg, n = self.config, h_x.shape[0]
+    def model(self, params: VariationalParams, scale_w: float, scale_z: float):
+        cfg, n = self.config, params.mu.shape[0] // 2
         d = cfg.feature_dim
         with pyro.plate(PLATE, n):
             if cfg.use_weight_latent:
                 with poutine.scale(scale=scale_w):
-                    w = pyro.sample(SITE_W, dist.Dirichlet(self.head.prior_concentration(h_x)))
+                    w = pyro.sample(SITE_W, dist.Dirichlet(params.alpha_p))
             else:
-                w = h_x.new_full((n, cfg.num_objectives), 1.0 / cfg.num_objectives)
+                w = params.mu.new_full((n, cfg.num_objectives), 1.0 / cfg.num_objectives)
             if cfg.use_feature_latent:
-                prior_z = dist.Normal(h_x.new_zeros(n, d), h_x.new_ones(n, d)).to_event(1)
+                prior_z = dist.Normal(params.mu.new_zeros(n, d), params.mu.new_ones(n, d)).to_event(1)
                 with poutine.scale(scale=scale_z):
                     z_pos = pyro.sample(SITE_Z_CHOSEN, prior_z)
                     z_neg = pyro.sample(SITE_Z_REJECTED, prior_z)
             else:
-                z_pos = self.head.feature_posterior_params(h_chosen)[0]
-                z_neg = self.head.feature_posterior_params(h_rejected)[0]
+                z_pos, z_neg = params.mu[:n], params.mu[n:]
             logits = (self._reward(w, z_pos) - self._reward(w, z_neg)) / self.tau
             pyro.sample(SITE_PREFERENCE, dist.Bernoulli(logits=logits), obs=torch.ones_like(logits))
 
-    def guide(self, h_x, h_chosen, h_rejected, scale_w: float, scale_z: float):
-        cfg, n = self.config, h_x.shape[0]
+    def guide(self, params: VariationalParams, scale_w: float, scale_z: float):
+        cfg, n = self.config, params.mu.shape[0] // 2
         with pyro.plate(PLATE, n):
             if cfg.use_weight_latent:
                 with poutine.scale(scale=scale_w):
-                    pyro.sample(SITE_W, dist.Dirichlet(self.head.posterior_concentration(h_x, h_chosen, h_rejected)))
+                    pyro.sample(SITE_W, dist.Dirichlet(params.alpha_q))
             if cfg.use_feature_latent:
                 with poutine.scale(scale=scale_z):
-                    for site, h in ((SITE_Z_CHOSEN, h_chosen), (SITE_Z_REJECTED, h_rejected)):
-                        mu, sigma = self.head.feature_posterior_params(h)
-                        pyro.sample(site, dist.Normal(mu, sigma).to_event(1))
+                    for site, rows in ((SITE_Z_CHOSEN, slice(0, n)), (SITE_Z_REJECTED, slice(n, 2 * n))):
+                        pyro.sample(site, dist.Normal(params.mu[rows], params.sigma[rows]).to_event(1))
 
     # -- analytic terms for logging -------------------------------------------------------------
-    def kl_terms(self, h_x, h_chosen, h_rejected) -> dict[str, torch.Tensor]:
+    def kl_terms(self, params: VariationalParams) -> dict[str, torch.Tensor]:
         """Mean-over-pairs KL(q(w)||p(w)) and KL(q(z+)||p(z)) + KL(q(z-)||p(z)) (unweighted)."""
         terms = {}
+        n = params.mu.shape[0] // 2
         if self.config.use_weight_latent:
-            q_w = dist.Dirichlet(self.head.posterior_concentration(h_x, h_chosen, h_rejected))
-            p_w = dist.Dirichlet(self.head.prior_concentration(h_x))
+            q_w, p_w = dist.Dirichlet(params.alpha_q), dist.Dirichlet(params.alpha_p)
             terms["kl_w"] = torch.distributions.kl_divergence(q_w, p_w).mean()
         if self.config.use_feature_latent:
-            kl_z = 0.0
-            for h in (h_chosen, h_rejected):
-                mu, sigma = self.head.feature_posterior_params(h)
-                kl_z = kl_z + (0.5 * (sigma ** 2 + mu ** 2 - 1.0) - sigma.log()).sum(-1)
-            terms["kl_z"] = kl_z.mean()
+            mu, sigma = params.mu, params.sigma
+            kl_z = (0.5 * (sigma ** 2 + mu ** 2 - 1.0) - sigma.log()).sum(-1)  # (2B,): chosen rows, then rejected
+            terms["kl_z"] = kl_z.sum() / n
         return terms
 
     def aspect_term(self, h_chosen, h_rejected, aspects: tuple[torch.Tensor, torch.Tensor],
@@ -186,16 +203,17 @@ class VRMObjective(nn.Module):
         n = h_x.shape[0]
         scale_w, scale_z = annealed(self.beta_w, progress), annealed(self.beta_z, progress)
         with pyro.validation_enabled(self.validate_distributions):
-            loss = self.elbo.differentiable_loss(self.model, self.guide, h_x, h_chosen, h_rejected,
-                                                 scale_w, scale_z) / n
+            params = self.variational_params(h_x, h_chosen, h_rejected)
+            loss = self.elbo.differentiable_loss(self.model, self.guide, params, scale_w, scale_z) / n
             with torch.no_grad():  # logged only
-                terms = self.kl_terms(h_x, h_chosen, h_rejected)
+                terms = self.kl_terms(params)
         # The ELBO is exactly the MC likelihood term plus the scaled analytic KLs; recover the former.
         terms["nll"] = loss.detach() - scale_w * terms.get("kl_w", 0.0) - scale_z * terms.get("kl_z", 0.0)
         use_aspects = aspects is not None and aspects[0].shape[-1] > 0 and bool(self.aspect_coef)
-        # The deterministic rewards (one head pass for both sides) need gradients only for the extra losses.
+        # The deterministic rewards need gradients only for the extra losses.
         with torch.set_grad_enabled(torch.is_grad_enabled() and (bool(self.center_coef) or use_aspects)):
-            out = self.head(torch.cat([h_chosen, h_rejected]), h_x)
+            weights = self.head.scoring_weights(h_x, params.alpha_q, params.alpha_p)
+            out = self.head.rewards(weights, params.mu)
         r_pos, r_neg = out.reward[:n], out.reward[n:]
         if self.center_coef:
             terms["center"] = centering_loss(r_pos, r_neg)
