@@ -6,7 +6,8 @@ One command measures, on the embedded MiniLM (bidirectional) and on a tiny decod
 
 1. **VRM / BT step time**, same encoder, batch and length: both modules live in one process and take
    interleaved optimizer steps (zero_grad, loss, backward, clip, fused AdamW step) on the very same batch;
-   the ratio is of the medians. Goal: at most 1.05. MiniLM is measured with VRM's default separate prompt
+   the ratio is of the medians (both as the encoder config says, e.g. MiniLM's ``length_chunks: 3``).
+   Goal: at most 1.05. MiniLM is measured with VRM's default separate prompt
    pass and with ``model.prompt_repr=prefix`` (one pass); the VRM - BT difference in ms is the heads' cost
    plus the prompt pass, which a tiny encoder's step makes look large.
 2. **Our BT / TRL RewardTrainer step time** on the same encoder, data, batch size, max length, optimizer
@@ -17,14 +18,20 @@ One command measures, on the embedded MiniLM (bidirectional) and on a tiny decod
    ``on_train_batch_end``; transformers ``on_step_begin`` -> ``on_step_end``), so data loading is
    excluded on both sides and the framework's own per-step work is included. TRL's model is the
    architecture's ``...ForSequenceClassification`` (BERT: CLS pooler + linear; Llama: last token), ours
-   the same encoder with our pooling and linear BT head. Rounds alternate the two sides. Goal: <= 1.0.
-3. **The default run** (``vrm-train`` with no overrides: VRM, MiniLM, synthetic data, 2 epochs, test at
+   the same encoder with our pooling and linear BT head, run as the encoder config says: MiniLM's
+   ``length_chunks: 3`` cuts each batch into up to 3 length-sorted passes (fewer padding tokens), where TRL
+   pads the batch to its longest row in one pass; the tiny Llama runs one pass on both sides. Rounds alternate
+   the two sides. Goal: <= 1.0.
+3. **Scoring throughput**: ``RewardScorer`` over a raw transformers forward of the same export, BT and VRM heads
+   on MiniLM, with ``experiments/bench_scoring.py``'s measurement (its ``bench_head``; that script alone runs
+   more pairs and rounds). Goal there: at least 0.95.
+4. **The default run** (``vrm-train`` with no overrides: VRM, MiniLM, synthetic data, 2 epochs, test at
    the end) in a fresh process: wall time (goal: under 10 minutes on 2 cores), peak resident memory and
    the resident memory at the end of every epoch (goal: no growth from epoch to epoch).
 
 Never a timed test: timings depend on the machine and its load; the JSON records both.
 
-    python experiments/bench_training.py            # full (about 15 min on 2 cores)
+    python experiments/bench_training.py            # full (about 20 min on 2 cores)
     python experiments/bench_training.py --quick    # a few minutes: small default run, fewer steps
 """
 
@@ -47,7 +54,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # measure this checkout's vrm, whichever copy is pip-installed
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_scoring  # measure this checkout's vrm, whichever copy is pip-installed
 
 import lightning as L  # noqa: E402
 import psutil  # noqa: E402
@@ -59,10 +67,12 @@ ENCODERS = ("minilm", "tiny_llama")
 #: VRM / BT cases: (encoder, VRM overrides). MiniLM twice: the default separate prompt pass, and prompt_repr=prefix
 #: (h(x) from the same pass under a prefix attention mask).
 VRM_CASES = (("minilm", ()), ("minilm", ("model.prompt_repr=prefix",)), ("tiny_llama", ()))
+#: Scoring throughput (bench_scoring.bench_head): pairs and timed rounds, full and --quick.
+SCORING = {"full": (96, 3), "quick": (24, 1)}
 #: Overrides of the --quick default run (the full run uses none: the default run as shipped).
 QUICK_DEFAULT_RUN = ["data.synthetic.num_train=128", "data.synthetic.num_validation=32",
                      "data.synthetic.num_test=32", "data.synthetic.num_shifted=32", "trainer.max_epochs=3"]
-GOALS = {"vrm_over_bt": 1.05, "ours_over_trl": 1.0, "default_run_wall_s": 600.0}
+GOALS = {"vrm_over_bt": 1.05, "ours_over_trl": 1.0, "scorer_over_raw": 0.95, "default_run_wall_s": 600.0}
 
 
 class EpochMemory(L.Callback):
@@ -227,7 +237,26 @@ def ours_over_trl(encoder: str, steps: int, warmup: int, rounds: int, workdir: P
             "ratio": ours_ms / trl_ms}
 
 
-# -- 3. the default run ---------------------------------------------------------------------------
+# -- 3. scoring throughput ------------------------------------------------------------------------
+def scoring_throughput(quick: bool, threads: int | None) -> list[dict[str, Any]]:
+    """RewardScorer vs a raw transformers forward, per head, as ``experiments/bench_scoring.py`` measures it."""
+    import bench_scoring
+
+    num_pairs, rounds = SCORING["quick" if quick else "full"]
+    args = argparse.Namespace(encoder="minilm", num_pairs=num_pairs, rounds=rounds, batch_size=32, max_length=512,
+                              threads=threads or torch.get_num_threads(), seed=0)
+    prompts, responses = bench_scoring.make_pairs(num_pairs, args.seed)
+    rows = []
+    for head in bench_scoring.HEADS:
+        r = bench_scoring.bench_head(head, args, prompts, responses)
+        rows.append({"encoder": args.encoder, "head": head, "pairs": num_pairs, "rounds": rounds,
+                     "scorer_pairs_per_s": r["pairs_per_second"]["scorer"], "raw_pairs_per_s": r["pairs_per_second"]["raw"],
+                     "raw_sorted_pairs_per_s": r["pairs_per_second"]["raw_sorted"], "ratio": r["ratio"],
+                     "ratio_vs_sorted": r["ratio_vs_sorted"], "max_abs_reward_difference": r["max_abs_reward_difference"]})
+    return rows
+
+
+# -- 4. the default run ---------------------------------------------------------------------------
 def default_run(overrides: list[str], workdir: Path, threads: int | None) -> dict[str, Any]:
     memory_log = workdir / "epoch_memory.jsonl"
     script = Path(sys.executable).parent / "vrm-train"
@@ -265,6 +294,13 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| encoder | our BT step | TRL RewardTrainer step | ours / TRL (goal <= 1.0) |", "|---|---|---|---|"]
     for r in result["ours_over_trl"]:
         lines.append(f"| {r['encoder']} | {r['ours_bt_step_ms']:.1f} ms | {r['trl_step_ms']:.1f} ms | {r['ratio']:.2f} |")
+    lines += ["", "| encoder | head | scorer pairs/s | raw forward pairs/s | scorer / raw (goal >= 0.95) | "
+              "raw, length-sorted, pairs/s | scorer / raw sorted | max reward difference |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in result["scoring"]:
+        lines.append(f"| {r['encoder']} | {r['head']} | {r['scorer_pairs_per_s']:.1f} | {r['raw_pairs_per_s']:.1f} | "
+                     f"{r['ratio']:.2f} | {r['raw_sorted_pairs_per_s']:.1f} | {r['ratio_vs_sorted']:.2f} | "
+                     f"{r['max_abs_reward_difference']:.1e} |")
     d = result["default_run"]
     rss = ", ".join(f"{x:.0f}" for x in d["epoch_end_rss_mib"])
     lines += ["", "| default run | wall time (goal < 600 s) | peak RSS | RSS at each epoch end | growth |",
@@ -292,6 +328,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default = default_run(QUICK_DEFAULT_RUN if args.quick else [], work / "default", args.threads)
         ratios = [vrm_over_bt(e, o, steps, warmup, work / f"ratio_{i}_{e}") for i, (e, o) in enumerate(VRM_CASES)]
         versus_trl = [ours_over_trl(e, steps, warmup, rounds, work / f"trl_{e}") for e in ENCODERS]
+        scoring = scoring_throughput(args.quick, args.threads)
     import trl
 
     result = {
@@ -300,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores usable, "
                    f"torch {torch.__version__} ({torch.get_num_threads()} threads), trl {trl.__version__}; "
                    f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after",
-        "vrm_over_bt": ratios, "ours_over_trl": versus_trl, "default_run": default,
+        "vrm_over_bt": ratios, "ours_over_trl": versus_trl, "scoring": scoring, "default_run": default,
     }
     name = "bench_training_quick" if args.quick else "bench_training"
     args.out.mkdir(parents=True, exist_ok=True)
