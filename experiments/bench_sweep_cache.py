@@ -8,7 +8,8 @@ trial encodes every text in every epoch; with it the first trial fills the cache
 
 Reports per-trial wall time (whole ``train()`` call) and fit time (``trainer.fit`` only), their ratios
 uncached / cached, and the total sweep ratio (cache fill included). Writes
-``experiments/results/bench_sweep_cache.{json,md}`` with the exact command.
+``experiments/results/bench_sweep_cache.{json,md}`` (``--quick``: ``bench_sweep_cache_quick.{json,md}``) with the
+exact command.
 
     python experiments/bench_sweep_cache.py            # 20 trials, MiniLM, default synthetic data
     python experiments/bench_sweep_cache.py --quick    # 3 trials, MiniLM, 128 training pairs
@@ -156,8 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
               "overrides": overrides, "machine": f"{os.cpu_count()} CPU cores (shared), torch CPU",
               "summary": summary, "cached": cached, "uncached": uncached}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{NAME}.md").write_text(markdown(result))
+    name = f"{NAME}_quick" if args.quick else NAME  # a smoke check never overwrites the full figures
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
     print(f"per-trial speed-up: {summary['trial_wall_ratio']:.1f}x (fit only {summary['fit_ratio']:.1f}x, "
           f"whole sweep {summary['total_ratio']:.1f}x)")
