@@ -34,6 +34,7 @@ def test_fast_dev_run_end_to_end(tmp_path):
     ("encoder.path=/nonexistent/encoder", "/nonexistent/encoder"),
     ("model.beta_w=-1", "model.beta_w"),
     ("model.num_objectives=0", "model.num_objectives"),
+    ("encoder.length_chunks=0", "encoder.length_chunks"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, override, named):
     args = ["trainer.fast_dev_run=true", "logger=none", override]

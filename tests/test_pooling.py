@@ -170,42 +170,48 @@ def test_prefix_prompt_repr_is_for_bidirectional_encoders_with_mean_pooling_only
 def test_chunk_ends_by_hand():
     # One padded pass of [1, 1, 5, 5, 5, 9] costs 6 * 9 = 54 tokens; cut after the 5s: 5 * 5 + 1 * 9 = 34 (the best
     # two groups: after the 1s it would be 2 * 1 + 4 * 9 = 38); three groups: 2 + 15 + 9 = 26.
-    assert chunk_ends([1, 1, 5, 5, 5, 9], 1) == [6]
-    assert chunk_ends([1, 1, 5, 5, 5, 9], 2) == [5, 6]
-    assert chunk_ends([1, 1, 5, 5, 5, 9], 3) == [2, 5, 6]
-    assert chunk_ends([4, 4, 4], 3) == [3]  # nothing to save
+    # (min_tokens=0: here the tokens are few, and the default floor of 64 tokens would keep one pass.)
+    assert chunk_ends([1, 1, 5, 5, 5, 9], 1, min_tokens=0) == [6]
+    assert chunk_ends([1, 1, 5, 5, 5, 9], 2, min_tokens=0) == [5, 6]
+    assert chunk_ends([1, 1, 5, 5, 5, 9], 3, min_tokens=0) == [2, 5, 6]
+    assert chunk_ends([1, 1, 5, 5, 5, 9], 3) == [6]  # the 28 tokens saved are under the 64-token floor
+    assert chunk_ends([4, 4, 4], 3, min_tokens=0) == [3]  # nothing to save
     # [10] * 9 + [11]: a second pass saves 9 of 110 tokens (8%), a third nothing; with a 10% bar, no cut at all.
-    assert chunk_ends([10] * 9 + [11], 3) == [9, 10]
-    assert chunk_ends([10] * 9 + [11], 3, min_saving=0.1) == [10]
+    assert chunk_ends([10] * 9 + [11], 3, min_tokens=0) == [9, 10]
+    assert chunk_ends([10] * 9 + [11], 3, min_saving=0.1, min_tokens=0) == [10]
+    # Scaled by 10: 90 of 1100 tokens saved, over both the 5% (55) and the 64-token bars.
+    assert chunk_ends([100] * 9 + [110], 3) == [9, 10]
     assert chunk_ends([], 2) == []
 
 
-def partition_cost(lengths: list[int], bounds: list[int], saving: float) -> float:
-    """Padded tokens of the groups ending at ``bounds``, plus ``saving`` of one pass's tokens per extra group."""
+def partition_cost(lengths: list[int], bounds: list[int], saving: float, floor: int) -> float:
+    """Padded tokens of the groups ending at ``bounds``, plus, per extra group, the larger of ``saving`` of one pass's
+    tokens and ``floor``."""
     starts = [0, *bounds[:-1]]
     padded = sum((b - a) * lengths[b - 1] for a, b in zip(starts, bounds))
-    return padded + saving * len(lengths) * lengths[-1] * (len(bounds) - 1)
+    return padded + max(saving * len(lengths) * lengths[-1], floor) * (len(bounds) - 1)
 
 
 def test_chunk_ends_is_the_best_partition():
-    """Against brute force over every cut, with the per-pass charge of min_saving."""
+    """Against brute force over every cut, with the per-pass charge of min_saving and min_tokens."""
     rng = random.Random(0)
-    for _ in range(300):
+    for _ in range(400):
         lengths = sorted(rng.randint(1, 12) for _ in range(rng.randint(1, 8)))
-        k, saving = rng.randint(1, 4), rng.choice([0.0, 0.05, 0.2])
-        best = min(partition_cost(lengths, [*cuts, len(lengths)], saving) for c in range(k)
+        k, saving, floor = rng.randint(1, 4), rng.choice([0.0, 0.05, 0.2]), rng.choice([0, 3, 10])
+        best = min(partition_cost(lengths, [*cuts, len(lengths)], saving, floor) for c in range(k)
                    for cuts in itertools.combinations(range(1, len(lengths)), c))
-        ends = chunk_ends(lengths, k, min_saving=saving)
+        ends = chunk_ends(lengths, k, min_saving=saving, min_tokens=floor)
         assert len(ends) <= k and ends[-1] == len(lengths)
-        assert partition_cost(lengths, ends, saving) == pytest.approx(best), (lengths, k, saving, ends)
+        assert partition_cost(lengths, ends, saving, floor) == pytest.approx(best), (lengths, k, saving, floor, ends)
 
 
 def test_length_groups_only_where_padding_is_one_sided():
-    right = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0, 0, 0]])
+    # Rows of 20, 80 and 10 tokens: one pass 240 tokens; {10, 20} at 20 and {80}: 120 (a third pass saves 10).
+    right = (torch.arange(80) < torch.tensor([[20], [80], [10]])).long()
     groups = length_groups(right, 3)
-    assert [(idx.tolist(), cols) for idx, cols in groups] == [([2, 0], slice(0, 2)), ([1], slice(0, 8))]
+    assert [(idx.tolist(), cols) for idx, cols in groups] == [([2, 0], slice(0, 20)), ([1], slice(0, 80))]
     left = [(idx.tolist(), cols) for idx, cols in length_groups(right.flip(1), 3)]
-    assert left == [([2, 0], slice(6, 8)), ([1], slice(0, 8))]
+    assert left == [([2, 0], slice(60, 80)), ([1], slice(0, 80))]
     assert length_groups(right, 1) is None
     assert length_groups(torch.ones(3, 4, dtype=torch.long), 3) is None  # no padding
     mixed = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
@@ -226,13 +232,14 @@ def length_chunked_pair(kind: str, prompt_repr: str) -> tuple[VRMForSequenceClas
     ("decoder", "shared", "right")])
 def test_length_chunks_give_the_one_pass_representations_and_gradients(kind, prompt_repr, side):
     one, chunked = length_chunked_pair(kind, prompt_repr)
-    seqs = [[3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15], [16, 17, 18, 19], [21, 22, 23, 24],
-            [25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36]]
+    seqs = [[3 + (row + i) % 50 for i in range(length)] for row, length in enumerate((100, 30, 40, 40, 120))]
     ids, mask = pad(seqs, side)
     prompt_lengths = torch.tensor([4, 2, 3, 2, 5])
     calls = []
-    chunked.encoder.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape),
-                                          with_kwargs=True)
+    # (rows, width) of each pass; the mask is (B, L), or (B, 1, L, L) under prompt_repr=prefix.
+    chunked.encoder.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append((kwargs["attention_mask"].shape[0],
+                                                        kwargs["attention_mask"].shape[-1])), with_kwargs=True)
     outputs = []
     for model in (one, chunked):
         h_xy, h_x = model.representations(ids, mask, prompt_lengths=prompt_lengths)
@@ -243,12 +250,37 @@ def test_length_chunks_give_the_one_pass_representations_and_gradients(kind, pro
     torch.testing.assert_close(b_x, a_x, atol=1e-5, rtol=1e-4)
     for a, b in zip(a_grads, b_grads):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
-    # Lengths 10, 3, 4, 4, 12: one pass pads to 5 * 12 = 60 tokens, {3, 4, 4} at width 4 and {10, 12} at 12 to 36; a
-    # third pass ({10} and {12} apart: 34) would save 2, under CHUNK_MIN_SAVING of 60 = 3. (Separate prompts follow.)
-    assert modeling_vrm.CHUNK_MIN_SAVING == 0.05
-    assert calls[:2] == [torch.Size([3, 4]), torch.Size([2, 12])]
+    # Lengths 100, 30, 40, 40, 120: one pass pads to 5 * 120 = 600 tokens, {30, 40, 40} at width 40 and {100, 120}
+    # at 120 to 360; a third pass ({100} and {120} apart: 340) would save 20, under the bar of max(5% of 600, 64).
+    # (The 5 separate prompts, 2 to 5 tokens, then go in one pass: splitting them saves under 64 tokens.)
+    assert (modeling_vrm.CHUNK_MIN_SAVING, modeling_vrm.CHUNK_MIN_TOKENS) == (0.05, 64)
+    assert calls[:2] == [(3, 40), (2, 120)]
+    assert calls[2:] == ([(5, 5)] if prompt_repr == "separate" else [])
 
 
 def test_length_chunks_must_be_positive():
     with pytest.raises(ValueError, match="length_chunks=0 must be an integer >= 1"):
         VRMConfig(length_chunks=0)
+
+
+def test_separate_prompt_pass_shares_one_embedding_lookup_with_the_same_gradients():
+    """prompt_repr=separate with length-sorted passes: the embedding runs once (one dense vocabulary-sized gradient),
+    and every gradient equals that of encoding the full rows and the prompts alone from their ids."""
+    model, chunked = length_chunked_pair("bidirectional", "separate")
+    ids, mask = pad([[3 + (row + i) % 50 for i in range(length)] for row, length in enumerate((100, 30, 40, 40))],
+                    "right")
+    prompt_lengths = torch.tensor([4, 2, 3, 2])
+    lookups = []
+    chunked.encoder.get_input_embeddings().register_forward_hook(lambda *_: lookups.append(1))
+    h_xy, h_x = chunked.representations(ids, mask, prompt_lengths=prompt_lengths)
+    (h_xy.sum() + h_x.square().sum()).backward()
+    assert len(lookups) == 1
+    # By hand: the full rows, then the prompts on their own, each from ids in one padded pass.
+    full = pool(model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask, "mean")
+    p_ids, p_mask, _ = prompt_slice(ids, mask, prompt_lengths)
+    alone = pool(model.encoder(input_ids=p_ids, attention_mask=p_mask).last_hidden_state, p_mask, "mean")
+    (full.sum() + alone.square().sum()).backward()
+    torch.testing.assert_close(h_xy, full, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(h_x, alone, atol=1e-5, rtol=1e-4)
+    for (name, a), b in zip(model.encoder.named_parameters(), chunked.encoder.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)

@@ -67,9 +67,10 @@ class EncoderConfig:
     #: from them, skipping the encoder (vrm.training.feature_cache).
     feature_cache: bool = True
     #: Run a padded batch through the encoder in at most this many length-sorted passes, each trimmed to its
-    #: longest row (1: one padded pass). A pass is added only where it saves >= 5% of the batch's padded tokens;
-    #: results equal one pass up to float rounding. Pays where compute grows with tokens (MiniLM on CPU: 3; about
-    #: 10% faster steps on the default data); a tiny encoder's step is per-call overhead, so it stays at 1.
+    #: longest row (1: one padded pass). A pass is added only where it saves at least 5% of the batch's padded
+    #: tokens and at least 64 tokens; all passes share one embedding lookup; results equal one pass up to float
+    #: rounding. Pays where compute grows with tokens (MiniLM on CPU: 3; about 10% faster steps on the default
+    #: data); a tiny encoder's step is per-call overhead, so it stays at 1.
     length_chunks: int = 1
 
 

@@ -151,6 +151,17 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
     raise ValueError(f"pooling={mode!r} is not one of {POOLINGS}")
 
 
+def prompt_positions(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, P) column of each prompt token in the full sequences (its first ``prompt_lengths`` real tokens; clamped
+    where a row's prompt is shorter than P) and the (B, P) right-padded mask of the prompts alone."""
+    start = first_token_index(attention_mask)
+    width = int(prompt_lengths.max())
+    offsets = torch.arange(width, device=attention_mask.device)
+    positions = (start.unsqueeze(1) + offsets).clamp(max=attention_mask.shape[1] - 1)
+    mask = (offsets.unsqueeze(0) < prompt_lengths.unsqueeze(1)).to(attention_mask.dtype)
+    return positions, mask
+
+
 def prompt_slice(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_lengths: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None):
     """Cut the prompt prefix (its first ``prompt_lengths`` real tokens) out of full sequences.
@@ -158,11 +169,7 @@ def prompt_slice(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_l
     Returns right-padded (input_ids, attention_mask, token_type_ids) of the prompts alone, exactly the
     tokens the prompt was encoded to on its own.
     """
-    start = first_token_index(attention_mask)
-    width = int(prompt_lengths.max())
-    offsets = torch.arange(width, device=input_ids.device)
-    positions = (start.unsqueeze(1) + offsets).clamp(max=input_ids.shape[1] - 1)
-    mask = (offsets.unsqueeze(0) < prompt_lengths.unsqueeze(1)).to(attention_mask.dtype)
+    positions, mask = prompt_positions(attention_mask, prompt_lengths)
     ids = input_ids.gather(1, positions) * mask
     types = None if token_type_ids is None else token_type_ids.gather(1, positions) * mask
     return ids, mask, types
@@ -196,16 +203,19 @@ def prefix_attention_mask(attention_mask: torch.Tensor, prompt_lengths: torch.Te
                                                                                      torch.finfo(dtype).min)
 
 
-#: An extra encoder pass must save at least this fraction of a batch's padded tokens (it has a fixed cost).
-CHUNK_MIN_SAVING = 0.05
+#: An extra encoder pass must save at least this fraction of a batch's padded tokens, and at least this many
+#: tokens: a pass has a fixed cost (a MiniLM forward and backward on CPU: about 30-60 tokens' worth).
+CHUNK_MIN_SAVING, CHUNK_MIN_TOKENS = 0.05, 64
 
 
-def chunk_ends(sorted_lengths: list[int], max_chunks: int, min_saving: float = CHUNK_MIN_SAVING) -> list[int]:
+def chunk_ends(sorted_lengths: list[int], max_chunks: int, min_saving: float = CHUNK_MIN_SAVING,
+               min_tokens: int = CHUNK_MIN_TOKENS) -> list[int]:
     """End rows of at most ``max_chunks`` consecutive groups of ascending lengths that minimise the padded tokens.
 
-    Each group is padded to its own longest row, so it costs ``rows * longest``, plus ``min_saving`` times the
-    one-group cost for every group after the first. The groups are chosen by dynamic programming over the points
-    where the length changes (exact, and cheap: a batch has few distinct lengths); ties go to fewer groups.
+    Each group is padded to its own longest row, so it costs ``rows * longest``, plus, for every group after the
+    first, the larger of ``min_saving`` times the one-group cost and ``min_tokens``. The groups are chosen by dynamic
+    programming over the points where the length changes (exact, and cheap: a batch has few distinct lengths); ties
+    go to fewer groups.
     """
     n = len(sorted_lengths)
     if n == 0:
@@ -227,7 +237,7 @@ def chunk_ends(sorted_lengths: list[int], max_chunks: int, min_saving: float = C
                     cost[j], cut[j] = total, i
         costs.append(cost)
         cuts.append(cut)
-    penalty = min_saving * costs[0][m - 1]
+    penalty = max(min_saving * costs[0][m - 1], min_tokens)
     groups = min(range(len(costs)), key=lambda c: (costs[c][m - 1] + c * penalty, c))
     bounds, j = [n], m - 1
     for c in range(groups, 0, -1):
@@ -417,19 +427,31 @@ class VRMForSequenceClassification(PreTrainedModel):
     def needs_prompt(self) -> bool:
         return self.config.head == "vrm"
 
-    def _hidden(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None) -> torch.Tensor:
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The encoder's token embeddings of ``input_ids`` (as its forward would look them up)."""
+        return self.encoder.get_input_embeddings()(input_ids)
+
+    def _hidden(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None,
+                inputs_embeds=None) -> torch.Tensor:
         """(B, L, H) last hidden states; with ``prompt_lengths``, under :func:`prefix_attention_mask`
         (prompt_repr=prefix). With ``config.length_chunks`` > 1 the rows go through the encoder in length-sorted
-        groups (:func:`length_groups`), each trimmed to its longest row; padding positions then hold zeros."""
+        groups (:func:`length_groups`), each trimmed to its longest row; padding positions then hold zeros.
+
+        ``inputs_embeds`` (B, L, E): the token embeddings, when already looked up. Several passes share one lookup,
+        so the backward pass builds the embedding matrix's (vocabulary-sized, dense) gradient once, not per pass.
+        """
         groups = length_groups(attention_mask, self.config.length_chunks)
         if groups is None:
-            return self._encode(input_ids, attention_mask, token_type_ids, prompt_lengths)
+            return self._encode(input_ids, attention_mask, token_type_ids, prompt_lengths, inputs_embeds)
+        if inputs_embeds is None:
+            inputs_embeds = self._embed(input_ids)
         width = input_ids.shape[1]
         parts, rows = [], []
         for index, cols in groups:
-            ids, mask, types = (None if t is None else t[index][:, cols]
-                                for t in (input_ids, attention_mask, token_type_ids))
-            hidden = self._encode(ids, mask, types, None if prompt_lengths is None else prompt_lengths[index])
+            embeds, mask, types = (None if t is None else t[index][:, cols]
+                                   for t in (inputs_embeds, attention_mask, token_type_ids))
+            hidden = self._encode(None, mask, types, None if prompt_lengths is None else prompt_lengths[index],
+                                  embeds)
             parts.append(F.pad(hidden, (0, 0, cols.start, width - cols.stop)))
             rows.append(index)
         order = torch.cat(rows)
@@ -437,9 +459,15 @@ class VRMForSequenceClassification(PreTrainedModel):
         inverse[order] = torch.arange(order.numel(), device=order.device)
         return torch.cat(parts).index_select(0, inverse)
 
-    def _encode(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None) -> torch.Tensor:
-        """One encoder pass: last hidden states; with ``prompt_lengths``, under the prefix mask."""
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    def _encode(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None,
+                inputs_embeds=None) -> torch.Tensor:
+        """One encoder pass (from ``input_ids``, or ``inputs_embeds`` when given): last hidden states; with
+        ``prompt_lengths``, under the prefix mask."""
+        kwargs = {"attention_mask": attention_mask}
+        if inputs_embeds is not None:
+            kwargs["inputs_embeds"] = inputs_embeds
+        else:
+            kwargs["input_ids"] = input_ids
         if token_type_ids is not None and self.config.use_token_types:
             kwargs["token_type_ids"] = token_type_ids
         if self._takes_position_ids:
@@ -463,7 +491,10 @@ class VRMForSequenceClassification(PreTrainedModel):
                 and self.config.use_token_types:
             prompt_lengths = ((token_type_ids == 0) & attention_mask.bool()).sum(dim=1)
         prefix = self.needs_prompt and prompt_lengths is not None and self.config.prompt_repr == "prefix"
-        hidden = self._hidden(input_ids, attention_mask, token_type_ids, prompt_lengths if prefix else None)
+        separate = self.needs_prompt and prompt_lengths is not None and self.config.prompt_repr == "separate"
+        # The separate prompt pass reads its embeddings from the full rows' lookup (one embedding gradient).
+        embeds = self._embed(input_ids) if separate else None
+        hidden = self._hidden(input_ids, attention_mask, token_type_ids, prompt_lengths if prefix else None, embeds)
         h_xy = pool(hidden, attention_mask, self.config.pooling)
         if not self.needs_prompt:
             return h_xy, None
@@ -479,8 +510,10 @@ class VRMForSequenceClassification(PreTrainedModel):
             return h_xy, hidden[rows, end]
         ids, mask, types = prompt_slice(input_ids[:num_prompts], attention_mask[:num_prompts], prompt_lengths,
                                         None if token_type_ids is None else token_type_ids[:num_prompts])
+        positions, _ = prompt_positions(attention_mask[:num_prompts], prompt_lengths)
+        prompt_embeds = embeds[:num_prompts].gather(1, positions.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
         prompt_mode = "last" if self.config.encoder_kind == "decoder" else self.config.pooling
-        return h_xy, pool(self._hidden(ids, mask, types), mask, prompt_mode)
+        return h_xy, pool(self._hidden(ids, mask, types, inputs_embeds=prompt_embeds), mask, prompt_mode)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
