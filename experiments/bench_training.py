@@ -54,8 +54,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_scoring  # measure this checkout's vrm, whichever copy is pip-installed
+sys.path.insert(0, str(ROOT))  # measure this checkout's vrm, whichever copy is pip-installed
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_scoring
 
 import lightning as L  # noqa: E402
 import psutil  # noqa: E402

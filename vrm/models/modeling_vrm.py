@@ -437,15 +437,16 @@ class VRMForSequenceClassification(PreTrainedModel):
         (prompt_repr=prefix). With ``config.length_chunks`` > 1 the rows go through the encoder in length-sorted
         groups (:func:`length_groups`), each trimmed to its longest row; padding positions then hold zeros.
 
-        ``inputs_embeds`` (B, L, E): the token embeddings, when already looked up. Several passes share one lookup,
-        so the backward pass builds the embedding matrix's (vocabulary-sized, dense) gradient once, not per pass.
+        ``inputs_embeds`` (B, L, E): the token embeddings, when already looked up (``input_ids`` may then be None).
+        Several passes share one lookup, so the backward pass builds the embedding matrix's (vocabulary-sized,
+        dense) gradient once, not per pass.
         """
         groups = length_groups(attention_mask, self.config.length_chunks)
         if groups is None:
             return self._encode(input_ids, attention_mask, token_type_ids, prompt_lengths, inputs_embeds)
         if inputs_embeds is None:
             inputs_embeds = self._embed(input_ids)
-        width = input_ids.shape[1]
+        width = attention_mask.shape[1]
         parts, rows = [], []
         for index, cols in groups:
             embeds, mask, types = (None if t is None else t[index][:, cols]
@@ -508,12 +509,12 @@ class VRMForSequenceClassification(PreTrainedModel):
             rows = torch.arange(num_prompts, device=hidden.device)
             end = first_token_index(attention_mask[:num_prompts]) + prompt_lengths - 1
             return h_xy, hidden[rows, end]
-        ids, mask, types = prompt_slice(input_ids[:num_prompts], attention_mask[:num_prompts], prompt_lengths,
-                                        None if token_type_ids is None else token_type_ids[:num_prompts])
-        positions, _ = prompt_positions(attention_mask[:num_prompts], prompt_lengths)
+        # The prompts alone, right-padded (as prompt_slice cuts them), embedded from the full rows' lookup.
+        positions, mask = prompt_positions(attention_mask[:num_prompts], prompt_lengths)
+        types = None if token_type_ids is None else token_type_ids[:num_prompts].gather(1, positions) * mask
         prompt_embeds = embeds[:num_prompts].gather(1, positions.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
         prompt_mode = "last" if self.config.encoder_kind == "decoder" else self.config.pooling
-        return h_xy, pool(self._hidden(ids, mask, types, inputs_embeds=prompt_embeds), mask, prompt_mode)
+        return h_xy, pool(self._hidden(None, mask, types, inputs_embeds=prompt_embeds), mask, prompt_mode)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
