@@ -108,9 +108,9 @@ def median_ms(seconds: list[float], warmup: int) -> float:
 # -- 1. VRM vs BT ---------------------------------------------------------------------------------
 def build(model_type: str, encoder: str, workdir: Path, overrides: list[str] = ()):
     """A RewardModule as ``vrm-train`` builds it, and its data module (setup done)."""
+    from vrm.config.compose import compose_config
     from vrm.models.encoder import load_encoder, lora_settings
     from vrm.models.modeling_vrm import VRMConfig
-    from vrm.training.compose import compose_config
     from vrm.training.datamodule import PreferenceDataModule
     from vrm.training.module import RewardModule
     from vrm.training.train import architecture, as_container
@@ -260,7 +260,7 @@ def scoring_throughput(quick: bool, threads: int | None) -> list[dict[str, Any]]
 def default_run(overrides: list[str], workdir: Path, threads: int | None) -> dict[str, Any]:
     memory_log = workdir / "epoch_memory.jsonl"
     script = Path(sys.executable).parent / "vrm-train"
-    entry = [str(script)] if script.exists() else ["-c", "from vrm.cli import train_main; train_main()"]
+    entry = [str(script)] if script.exists() else ["-c", "from vrm.cli.train import main; main()"]
     command = [sys.executable, *entry, *overrides, f"hydra.run.dir={workdir / 'run'}",
                "+callbacks.epoch_memory._target_=bench_training.EpochMemory",
                f"+callbacks.epoch_memory.out={memory_log}"]

@@ -18,11 +18,11 @@ from conftest import TINY_OVERRIDES, compose_train
 from hydra.errors import ConfigCompositionException
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+from vrm.config.eval import register_eval_configs
 from vrm.data.loading import load_preference_data
 from vrm.data.synthetic import ATTRIBUTES, CATEGORIES
 from vrm.evaluation import metrics as m
 from vrm.evaluation import synthetic_eval as se
-from vrm.evaluation.cli import register_eval_configs
 from vrm.evaluation.evaluate import EVAL_JSON, evaluate
 from vrm.proxy import ProxyRewardScorer, resolve_encoder
 from vrm.scoring.base import Scorer
@@ -225,7 +225,7 @@ def test_best_of_n_set_is_seeded_and_varies_across_prompts():
 
 
 def test_vrm_eval_without_model_path_fails_in_one_line(tmp_path, monkeypatch, capsys):
-    from vrm.evaluation.cli import main
+    from vrm.cli.eval import main
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(sys, "argv", ["vrm-eval", f"hydra.run.dir={tmp_path}", "hydra/job_logging=none",
@@ -241,7 +241,7 @@ def test_vrm_eval_cli_end_to_end(tiny_vrm, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VRM_CACHE": str(tmp_path / "cache")}
     args = [f"model_path={tiny_vrm / 'export'}", *EVAL_DATA, *SMALL, "data.synthetic.num_shifted=0",
             f"hydra.run.dir={tmp_path / 'run'}"]
-    done = subprocess.run([sys.executable, "-c", "from vrm.evaluation.cli import main; main()", *args],
+    done = subprocess.run([sys.executable, "-c", "from vrm.cli.eval import main; main()", *args],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "run" / EVAL_JSON).read_text())

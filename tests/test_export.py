@@ -23,10 +23,11 @@ from fastapi.testclient import TestClient
 from safetensors import safe_open
 from transformers import AutoTokenizer
 
+from vrm.cli.export import main as export_main
+from vrm.cli.score import main as score_main
 from vrm.data.tokenize import EncodedSequence, PairEncoder
 from vrm.models.encoder import load_encoder
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
-from vrm.scoring.cli import export_main, score_main
 from vrm.scoring.export import (
     AUTO_MAP,
     MANIFEST,

@@ -17,8 +17,8 @@ import torch
 from conftest import TINY_OVERRIDES, compose_train
 from hydra.errors import ConfigCompositionException
 
-from vrm.cli import report_and_exit, user_error_types
 from vrm.config import EncoderConfig, ModelConfig
+from vrm.errors import report_and_exit, user_error_types
 from vrm.models import encoder as encoder_module
 from vrm.models.encoder import load_encoder
 from vrm.scoring.export import export_checkpoint
@@ -121,7 +121,7 @@ KILL_WHILE_WRITING = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from vrm.models.modeling_vrm import VRMForSequenceClassification
-    from vrm.scoring.cli import export_main
+    from vrm.cli.export import main as export_main
 
     original = VRMForSequenceClassification.save_pretrained
 

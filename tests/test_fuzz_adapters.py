@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from vrm.data.config import DataConfig
+from vrm.config.data import DataConfig
 from vrm.data.formats import HELPSTEER2_ASPECTS, ULTRAFEEDBACK_ASPECTS
 from vrm.data.loading import load_preference_data
 from vrm.data.schema import DataError

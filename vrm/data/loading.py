@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vrm.data.config import DataConfig
+from vrm.config.data import DataConfig
 from vrm.data.formats import (
     FORMATS,
     PAIRINGS,

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vrm.config.eval import LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig, ModelScorerConfig
 from vrm.data.loading import load_preference_data
 from vrm.evaluation import metrics as m
 from vrm.evaluation import plots
-from vrm.evaluation.cli import LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig, ModelScorerConfig
 from vrm.evaluation.synthetic_eval import (
     BON_NS,
     BON_ORACLE,

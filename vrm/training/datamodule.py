@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from vrm.data.config import DataConfig
+from vrm.config.data import DataConfig
 from vrm.data.loading import PreferenceData, load_preference_data
 from vrm.data.tokenize import PairEncoder, TruncationStats, pad_sequences
 from vrm.training.resumable import ResumableBatchSampler, ResumableDataLoader

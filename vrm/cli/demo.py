@@ -12,7 +12,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from vrm.training.compose import compose_config
+from vrm.cli.app import call_reporting_errors
+from vrm.config.compose import compose_config
 from vrm.training.module import ACC_BEST
 
 #: The models the demo compares, in table order.
@@ -63,9 +64,4 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for vrm-train")
     args = parser.parse_args(argv)
     out = Path(args.out or Path("runs") / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
-    from vrm.cli import report_and_exit, user_error_types
-
-    try:
-        run_demo(out, args.overrides)
-    except user_error_types() as err:
-        report_and_exit(err)
+    call_reporting_errors(run_demo, out, args.overrides)
