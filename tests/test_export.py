@@ -26,6 +26,7 @@ from transformers import AutoTokenizer
 from vrm.cli.export import main as export_main
 from vrm.cli.score import main as score_main
 from vrm.data.tokenize import EncodedSequence, PairEncoder
+from vrm.errors import UnsafeCheckpointError
 from vrm.models.encoder import load_encoder
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.export import (
@@ -38,7 +39,7 @@ from vrm.scoring.export import (
     export_model,
     verify_export,
 )
-from vrm.scoring.scorer import RewardScorer, UnsafeCheckpointError
+from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import create_app
 from vrm.training.module import RewardModule
 from vrm.training.train import architecture, train

@@ -18,12 +18,12 @@ from conftest import TINY_OVERRIDES, compose_train
 from hydra.errors import ConfigCompositionException
 
 from vrm.config import EncoderConfig, ModelConfig
-from vrm.errors import report_and_exit, user_error_types
+from vrm.errors import NonFiniteLossError, report_and_exit, user_error_types
 from vrm.models import encoder as encoder_module
 from vrm.models.encoder import load_encoder
 from vrm.scoring.export import export_checkpoint
 from vrm.scoring.scorer import RewardScorer
-from vrm.training.module import NONFINITE_METRIC, NonFiniteLossError, RewardModule
+from vrm.training.module import NONFINITE_METRIC, RewardModule
 from vrm.training.train import architecture, as_container, train, validate
 
 ROOT = Path(__file__).resolve().parents[1]

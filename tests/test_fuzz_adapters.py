@@ -21,8 +21,8 @@ from omegaconf import OmegaConf
 from vrm.config.data import DataConfig
 from vrm.data.formats import HELPSTEER2_ASPECTS, ULTRAFEEDBACK_ASPECTS
 from vrm.data.loading import load_preference_data
-from vrm.data.schema import DataError
 from vrm.data.validation import REJECTS_FILE
+from vrm.errors import DataError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,

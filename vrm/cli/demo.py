@@ -14,12 +14,12 @@ from pathlib import Path
 
 from vrm.cli.app import call_reporting_errors
 from vrm.config.compose import compose_config
-from vrm.training.module import ACC_BEST
+from vrm.metric_names import ACC_BEST, SHIFTED_ACC, TEST_ACC
 
 #: The models the demo compares, in table order.
 MODELS = ("vrm", "bt")
 #: Table columns: metric key -> header.
-COLUMNS = {ACC_BEST: "val acc (best)", "test/acc": "test acc (in-dist.)", "shifted/acc": "shifted acc"}
+COLUMNS = {ACC_BEST: "val acc (best)", TEST_ACC: "test acc (in-dist.)", SHIFTED_ACC: "shifted acc"}
 
 
 def summary_table(results: dict[str, dict[str, float]], seconds: dict[str, float]) -> str:

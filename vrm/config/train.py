@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vrm.config.data import DataConfig
+from vrm.metric_names import ACC_BEST
 
 #: The metric sweeps optimise by default.
-DEFAULT_OPTIMIZED_METRIC = "val/acc_best"
+DEFAULT_OPTIMIZED_METRIC = ACC_BEST
 
 
 @dataclass

@@ -38,7 +38,7 @@ from vrm.data.formats import (
     detect_file_layout,
     get_format,
 )
-from vrm.data.schema import CANONICAL_FEATURES, DataError, PreferencePair
+from vrm.data.schema import CANONICAL_FEATURES, PreferencePair
 from vrm.data.validation import (
     INVALID_JSON,
     INVALID_VALUE,
@@ -50,6 +50,7 @@ from vrm.data.validation import (
     check_pair,
     type_name,
 )
+from vrm.errors import DataError
 
 log = logging.getLogger(__name__)
 

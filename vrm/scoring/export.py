@@ -40,6 +40,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from vrm.data.tokenize import PairEncoder, pad_sequences
+from vrm.errors import ExportError
 from vrm.models import modeling_vrm
 from vrm.models.modeling_vrm import VRMForSequenceClassification
 from vrm.scoring.scorer import PLAIN_TOKENIZATION_KEY, TokenizationSettings, uses_template
@@ -61,10 +62,6 @@ PLAIN_ATOL = 1e-4
 #: (prompt, response) pairs the plain export is checked on before it is written.
 PROBE_PAIRS = [("How do I sort a list in Python?", "Use sorted(); it returns a new list."),
                ("Hi", "Hello! How can I help you today? Ask me anything about cooking, code or travel.")]
-
-
-class ExportError(ValueError):
-    """The checkpoint cannot be exported as asked; the message says why and what to do instead."""
 
 
 # -- entry point ------------------------------------------------------------------------------------

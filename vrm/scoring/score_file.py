@@ -7,15 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from vrm.errors import InputLineError
 from vrm.scoring.base import QuerySplitError
-
-
-class InputLineError(ValueError):
-    """A bad line of a ``vrm-score`` input file; the message names the file, the line and the field."""
-
-    def __init__(self, path: Path, line: int, field: str | None, why: str):
-        where = f"{path} line {line}" + (f", field '{field}'" if field else "")
-        super().__init__(f"{where}: {why}")
 
 
 def _messages(value, path: Path, line: int, field: str) -> list[dict]:

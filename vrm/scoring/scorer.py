@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Pret
 
 from vrm.data.schema import Message
 from vrm.data.tokenize import EncodedSequence, PairEncoder, pad_sequences
+from vrm.errors import UnsafeCheckpointError
 from vrm.models.encoder import DTYPES
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, Prompt, Scorer, plain_pair, split_query
@@ -27,10 +28,6 @@ from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, Prompt, Scorer, plain_pair
 PLAIN_TOKENIZATION_KEY = "vrm_tokenization"
 #: Weight files that are pickles (arbitrary code on load): a folder holding one is refused.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
-class UnsafeCheckpointError(ValueError):
-    """An exported folder holds pickled weights; only safetensors are loaded."""
 
 
 @dataclass(frozen=True)

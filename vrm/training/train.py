@@ -17,11 +17,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from vrm.config import TrainConfig
+from vrm.metric_names import ACC_BEST
 from vrm.models.encoder import LoadedEncoder, load_encoder, lora_settings
 from vrm.models.modeling_vrm import VRMConfig
 from vrm.training.datamodule import PreferenceDataModule
 from vrm.training.feature_cache import attach_cached_features, encoder_identity
-from vrm.training.module import ACC_BEST, RewardModule
+from vrm.training.module import RewardModule
 from vrm.training.resumable import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
