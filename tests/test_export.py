@@ -31,14 +31,13 @@ from vrm.models.encoder import load_encoder
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.export import (
     AUTO_MAP,
-    MANIFEST,
     MODEL_CARD,
     MODELING_FILE,
     ExportError,
     export_checkpoint,
     export_model,
-    verify_export,
 )
+from vrm.scoring.export_folder import MANIFEST, verify_export
 from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import create_app
 from vrm.training.module import RewardModule
@@ -390,7 +389,7 @@ def test_vrm_score_names_the_bad_line_and_field(models, tmp_path, capsys, bad_li
 
 def test_an_interrupted_export_is_recovered_at_the_next_export(tmp_path):
     """A kill between moving the old export aside and moving the new one in loses nothing."""
-    from vrm.scoring.export import MANIFEST, recover_interrupted
+    from vrm.scoring.export_folder import MANIFEST, recover_interrupted
 
     out = tmp_path / "export"
     old = tmp_path / ".export.old-123"

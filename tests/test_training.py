@@ -9,7 +9,8 @@ from conftest import TINY_OVERRIDES, compose_train
 from transformers import AutoModelForSequenceClassification
 
 from vrm.models.encoder import load_encoder
-from vrm.scoring.export import EXPORT_INFO, export_checkpoint
+from vrm.scoring.export import export_checkpoint
+from vrm.scoring.export_folder import EXPORT_INFO
 from vrm.scoring.scorer import RewardScorer
 from vrm.training.datamodule import PreferenceDataModule
 from vrm.training.module import ACC_BEST, RewardModule

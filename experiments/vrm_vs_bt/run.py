@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from vrm.evaluation import evaluate as E
 from vrm.evaluation import metrics as m
+from vrm.evaluation import report as E
 from vrm.evaluation import synthetic_eval as se
-from vrm.evaluation.evaluate import to_json
+from vrm.evaluation.report import to_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
