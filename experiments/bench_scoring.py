@@ -64,15 +64,14 @@ def build_export(head: str, encoder: str, max_length: int, folder: Path) -> Path
     """A model with ``head`` on ``encoder`` exported to ``folder``."""
     from vrm.config.compose import compose_config
     from vrm.models.encoder import load_encoder
-    from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
     from vrm.scoring.export import export_model
-    from vrm.training.train import architecture
+    from vrm.training.build import build_module
 
     cfg = compose_config([f"model={head}", f"encoder={encoder}", f"data.max_length={max_length}", "logger=none"],
                          folder / "run")
     torch.manual_seed(0)
     enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    net = build_module(cfg, enc).net
     return export_model(net, enc.tokenizer, folder / "export")
 
 

@@ -107,24 +107,14 @@ def median_ms(seconds: list[float], warmup: int) -> float:
 
 # -- 1. VRM vs BT ---------------------------------------------------------------------------------
 def build(model_type: str, encoder: str, workdir: Path, overrides: list[str] = ()):
-    """A RewardModule as ``vrm-train`` builds it, and its data module (setup done)."""
+    """A RewardModule as ``vrm-train`` builds it (vrm.training.build), and its data module (setup done)."""
     from vrm.config.compose import compose_config
-    from vrm.models.encoder import load_encoder, lora_settings
-    from vrm.models.modeling_vrm import VRMConfig
-    from vrm.training.datamodule import PreferenceDataModule
-    from vrm.training.module import RewardModule
-    from vrm.training.train import architecture, as_container
+    from vrm.training.build import build as build_run
 
-    cfg = compose_config([f"model={model_type}", f"encoder={encoder}", *overrides], workdir)
+    cfg = compose_config([f"model={model_type}", f"encoder={encoder}", "seed=0", *overrides], workdir)
     torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    arch = architecture(cfg, enc)
-    dm = PreferenceDataModule(cfg.data, enc.tokenizer, enc.kind, VRMConfig(**arch).use_token_types,
-                              cfg.encoder.use_chat_template, str(workdir), seed=0)
-    dm.setup()
-    module = RewardModule(arch, as_container(cfg.model), as_container(cfg.optim), encoder=enc.model,
-                          lora=lora_settings(cfg.encoder))
-    return cfg, dm, module
+    run = build_run(cfg, workdir)
+    return cfg, run.datamodule, run.module
 
 
 def optimizer_step(module, optimizer, batch) -> float:

@@ -74,14 +74,12 @@ def tiny_export(folder: Path) -> Path:
     from vrm.config.compose import compose_config
     from vrm.models.encoder import load_encoder
     from vrm.scoring.export import export_model
-    from vrm.training.module import RewardModule
-    from vrm.training.train import architecture, as_container
+    from vrm.training.build import build_module
 
     cfg = compose_config(["encoder=tiny_bert", "model=vrm"], folder / "run")
     enc = load_encoder(cfg.encoder)
     torch.manual_seed(0)
-    module = RewardModule(architecture(cfg, enc), as_container(cfg.model), as_container(cfg.optim),
-                          encoder=enc.model)
+    module = build_module(cfg, enc)
     return export_model(module.net, enc.tokenizer, folder / "model")
 
 

@@ -18,6 +18,7 @@ from conftest import TINY_OVERRIDES, compose_train
 from hydra.errors import ConfigCompositionException
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+from vrm.cli.train import train_and_export as train
 from vrm.config.eval import register_eval_configs
 from vrm.data.loading import load_preference_data
 from vrm.data.synthetic import ATTRIBUTES, CATEGORIES
@@ -27,7 +28,6 @@ from vrm.evaluation.evaluate import EVAL_JSON, evaluate
 from vrm.proxy import ProxyRewardScorer, resolve_encoder
 from vrm.scoring.base import Scorer
 from vrm.scoring.scorer import RewardScorer
-from vrm.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

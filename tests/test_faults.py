@@ -23,8 +23,9 @@ from vrm.models import encoder as encoder_module
 from vrm.models.encoder import load_encoder
 from vrm.scoring.export import export_checkpoint
 from vrm.scoring.scorer import RewardScorer
+from vrm.training.build import architecture, as_container, validate
 from vrm.training.module import NONFINITE_METRIC, RewardModule
-from vrm.training.train import architecture, as_container, train, validate
+from vrm.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["How do I sort a list in Python?", "Write a short poem about the sea."]

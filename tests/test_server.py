@@ -23,7 +23,7 @@ from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, split_query
 from vrm.scoring.export import export_model
 from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import ServerLimits, create_app
-from vrm.training.train import architecture
+from vrm.training.build import architecture
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

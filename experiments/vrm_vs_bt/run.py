@@ -183,8 +183,8 @@ def finished_record(record_path: Path, train: Sequence[str] | None, evals: Seque
 def run_one(budget: Budget, variant: str, seed: int, extra: Sequence[str], runs_dir: Path, *,
             keep_checkpoints: bool = False) -> dict[str, Any]:
     """Train, export and evaluate one (variant, seed); reuse its record when the same overrides ran before."""
+    from vrm.cli.train import train_and_export as train
     from vrm.config.compose import compose_config
-    from vrm.training.train import train
 
     run_dir, overrides, evals = run_paths(budget, variant, seed, extra, runs_dir)
     record_path = run_dir / "run.json"

@@ -34,7 +34,7 @@ def summary_table(results: dict[str, dict[str, float]], seconds: dict[str, float
 
 
 def run_demo(out_dir: Path, overrides: list[str]) -> dict:
-    from vrm.training.train import train
+    from vrm.cli.train import train_and_export as train
 
     results, seconds = {}, {}
     export_dir = out_dir / "export" / "vrm"
