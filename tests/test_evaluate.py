@@ -23,6 +23,7 @@ from vrm.config.eval import register_eval_configs
 from vrm.data.loading import load_preference_data
 from vrm.data.synthetic import ATTRIBUTES, CATEGORIES
 from vrm.evaluation import metrics as m
+from vrm.evaluation import rewardbench
 from vrm.evaluation import synthetic_eval as se
 from vrm.evaluation.evaluate import EVAL_JSON, evaluate
 from vrm.proxy import ProxyRewardScorer, resolve_encoder
@@ -141,12 +142,12 @@ def test_proxy_on_rewardbench_data_writes_rewardbench_results(tmp_path):
     rejected = scorer.score(prompts, [r["rejected"] for r in rows])
     per_subset = {r["subset"]: float(c > x) for r, c, x in zip(rows, chosen, rejected)}
     rb = test["rewardbench"]
-    assert rb[rb.RB_MODEL] == "proxy" and rb[rb.RB_MODEL_TYPE] == "Custom Classifier"
+    assert rb[rewardbench.RB_MODEL] == "proxy" and rb[rewardbench.RB_MODEL_TYPE] == "Custom Classifier"
     for subset, accuracy in per_subset.items():
         assert rb[subset] == accuracy
-    assert rb[rb.RB_SAFETY] == per_subset["refusals-dangerous"]
-    assert rb[rb.RB_REASONING] == pytest.approx((per_subset["math-prm"] + per_subset["hep-python"]) / 2)
-    assert rb.RB_SCORE not in rb  # only two of the four sections are present
+    assert rb[rewardbench.RB_SAFETY] == per_subset["refusals-dangerous"]
+    assert rb[rewardbench.RB_REASONING] == pytest.approx((per_subset["math-prm"] + per_subset["hep-python"]) / 2)
+    assert rewardbench.RB_SCORE not in rb  # only two of the four sections are present
     assert json.loads((tmp_path / "rewardbench_test.json").read_text()) == rb
     assert test["accuracy_by_subset"] == pytest.approx(per_subset)
 

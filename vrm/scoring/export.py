@@ -32,12 +32,13 @@ import yaml
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from vrm.data.tokenize import PairEncoder, pad_sequences
+from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
+from vrm.data.tokenize import pad_sequences
 from vrm.errors import ExportError
 from vrm.models import modeling_vrm, pooling
 from vrm.models.modeling_vrm import VRMForSequenceClassification
 from vrm.scoring.export_folder import atomic_folder, package_versions, write_manifest
-from vrm.scoring.scorer import PLAIN_TOKENIZATION_KEY, TokenizationSettings, uses_template
+from vrm.scoring.scorer import uses_template
 from vrm.training.module import RewardModule
 
 MODEL_CARD = "README.md"
@@ -170,8 +171,7 @@ def plain_model(net: VRMForSequenceClassification, tokenizer) -> tuple[PreTraine
             "...ForSequenceClassification (it reads the last non-padding token). Export without --plain "
             "(add --with-code for tools that never import vrm)")
     settings = TokenizationSettings.from_config(cfg)
-    probe = [PairEncoder(tokenizer, settings.encoder_kind, settings.max_sequence_length, "truncate_prompt_left",
-                         settings.use_token_types, settings.use_chat_template).encode(p, r) for p, r in PROBE_PAIRS]
+    probe = [settings.pair_encoder(tokenizer, "truncate_prompt_left").encode(p, r) for p, r in PROBE_PAIRS]
     tokenizer = copy.deepcopy(tokenizer)
     pad_id = plain_pad_id(tokenizer, {e.input_ids[-1] for e in probe})
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import lightning as L
 import pyro
 from omegaconf import DictConfig, OmegaConf
 
-from vrm.config import TrainConfig
+from vrm.config import ModelConfig, TrainConfig
 from vrm.models.encoder import LoadedEncoder, load_encoder, lora_settings
 from vrm.models.modeling_vrm import VRMConfig
 from vrm.training.datamodule import PreferenceDataModule
@@ -53,28 +54,31 @@ def seed_everything(seed: int | None) -> None:
         pyro.set_rng_seed(seed)
 
 
+#: The model options that are architecture: every ``ModelConfig`` field whose name ``VRMConfig`` takes (the rest,
+#: the objective's and the loop's options, stay with the training module).
+ARCHITECTURE_OPTIONS = tuple(name for name in inspect.signature(VRMConfig.__init__).parameters
+                             if name in {f.name for f in fields(ModelConfig)})
+
+
 def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
-    """The VRMConfig kwargs of this run: head options, encoder config and tokenisation rule."""
+    """The VRMConfig kwargs of this run: the model's architecture options under their own names, the head
+    (``model.type``), what the loaded encoder is, and the tokenisation rule."""
     m = cfg.model
     if m.type not in ("vrm", "bt"):
         raise ValueError(f"model.type={m.type!r} is not one of ('vrm', 'bt')")
-    prompt_repr = m.prompt_repr
-    if prompt_repr == "auto":
-        prompt_repr = "shared" if enc.kind == "decoder" else "separate"
-    keys = ("num_objectives", "feature_dim", "score_head", "head_hidden_dim", "weight_posterior", "weight_prior",
-            "prior_concentration", "concentration_eps", "concentration_min", "concentration_max",
-            "use_weight_latent", "use_feature_latent")
-    arch = {k: m[k] for k in keys}
-    arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, prompt_repr=prompt_repr,
-                encoder_config=enc.model.config.to_dict(), max_sequence_length=cfg.data.max_length,
-                truncation=cfg.data.truncation, use_chat_template=cfg.encoder.use_chat_template,
-                length_chunks=cfg.encoder.length_chunks)
+    arch = {k: m[k] for k in ARCHITECTURE_OPTIONS}
+    if arch["prompt_repr"] == "auto":
+        arch["prompt_repr"] = "shared" if enc.kind == "decoder" else "separate"
+    arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, encoder_config=enc.model.config.to_dict(),
+                max_sequence_length=cfg.data.max_length, truncation=cfg.data.truncation,
+                use_chat_template=cfg.encoder.use_chat_template, length_chunks=cfg.encoder.length_chunks)
     VRMConfig(**arch)  # validates the combination before any data is loaded
     return arch
 
 
 def validate(cfg: DictConfig) -> None:
-    """Impossible values the types cannot catch; each error names its key."""
+    """Impossible values the types cannot catch, before the encoder loads; each error names its config key (the
+    combination of architecture options is checked by ``VRMConfig``, when :func:`architecture` builds it)."""
     m = cfg.model
     checks = [
         (m.num_objectives >= 1, "model.num_objectives", m.num_objectives, "must be >= 1"),
