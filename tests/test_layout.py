@@ -19,6 +19,7 @@ from vrm.config import (
     TrainConfig,
     TrainerConfig,
 )
+from vrm.proxy import ProxyScorerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vrm"
@@ -132,8 +133,11 @@ def defaults_repeated(values: dict, defaults: dict, prefix: str = "") -> list[st
 
 SCHEMAS = {"data": DataConfig, "encoder": EncoderConfig, "model": ModelConfig, "trainer": TrainerConfig}
 YAML_FILES = [(p, SCHEMAS[group]) for group in SCHEMAS for p in sorted((ROOT / "conf" / group).glob("*.yaml"))]
-YAML_FILES += [(ROOT / "conf" / "scorer" / "model.yaml", ModelScorerConfig), (ROOT / "conf" / "eval.yaml", EvalConfig),
-               (ROOT / "conf" / "train.yaml", TrainConfig)]
+YAML_FILES += [(ROOT / "conf" / "eval.yaml", EvalConfig), (ROOT / "conf" / "train.yaml", TrainConfig)]
+#: Untyped groups (``scorer`` is a plain dict under EvalConfig, read by the command-line tools too): a key must be in
+#: the file to be overridable, so the file mirrors its dataclass, and must equal its defaults.
+MIRRORS = [(ROOT / "conf" / "scorer" / "model.yaml", ModelScorerConfig), (ROOT / "conf" / "scorer" / "proxy.yaml",
+                                                                           ProxyScorerConfig)]
 
 
 @pytest.mark.parametrize("path, schema", YAML_FILES, ids=lambda v: v.stem if isinstance(v, Path) else "")
@@ -144,6 +148,11 @@ def test_yaml_files_hold_only_what_differs_from_the_defaults(path, schema):
         if isinstance(parent, str) and (path.parent / f"{parent}.yaml").is_file():
             defaults = OmegaConf.merge(defaults, OmegaConf.load(path.parent / f"{parent}.yaml"))
     assert defaults_repeated(values, OmegaConf.to_container(defaults)) == []
+
+
+@pytest.mark.parametrize("path, schema", MIRRORS, ids=lambda v: v.stem if isinstance(v, Path) else "")
+def test_untyped_group_files_mirror_their_dataclass_defaults(path, schema):
+    assert yaml.safe_load(path.read_text()) == OmegaConf.to_container(OmegaConf.structured(schema))
 
 
 def test_the_defaults_check_catches_a_repeated_default():
