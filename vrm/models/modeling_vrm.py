@@ -10,6 +10,8 @@ Shapes: B = sequences, L = tokens, H = encoder hidden size, K = objectives, d = 
 from __future__ import annotations
 
 import inspect
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +53,7 @@ class VRMConfig(PretrainedConfig):
         max_sequence_length: int = 512,
         truncation: str = "truncate_prompt_left",
         use_chat_template: bool = True,
+        prompt_end_ids: Sequence[int] | None = None,
         length_chunks: int = 1,
         num_labels: int = 1,
         **kwargs,
@@ -76,6 +79,9 @@ class VRMConfig(PretrainedConfig):
         self.max_sequence_length = max_sequence_length
         self.truncation = truncation
         self.use_chat_template = use_chat_template
+        # The input contract's boundary marker (vrm.data.contract): the prompt ends after its last occurrence before a
+        # sequence's last token. None: exported before the contract (the caller then gives prompt_lengths).
+        self.prompt_end_ids = list(prompt_end_ids) if prompt_end_ids is not None else None
         # Not architecture: how many length-sorted passes a padded batch is cut into (see length_groups).
         self.length_chunks = length_chunks
         super().__init__(num_labels=num_labels, **kwargs)
@@ -113,6 +119,9 @@ class VRMConfig(PretrainedConfig):
                              "prompt token, which the prefix mask keeps from seeing the response")
         if self.prior_concentration <= 0:
             raise ValueError(f"prior_concentration={self.prior_concentration} must be > 0")
+        if self.prompt_end_ids is not None and (not self.prompt_end_ids
+                                                or not all(isinstance(i, int) for i in self.prompt_end_ids)):
+            raise ValueError(f"prompt_end_ids={self.prompt_end_ids!r} must be a non-empty list of token ids")
         if not isinstance(self.length_chunks, int) or self.length_chunks < 1:
             raise ValueError(f"length_chunks={self.length_chunks!r} must be an integer >= 1")
 
@@ -149,6 +158,37 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     raise ValueError(f"pooling={mode!r} is not one of {POOLINGS}")
+
+
+def find_prompt_lengths(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        marker: Sequence[int]) -> torch.Tensor:
+    """(B,) number of leading real tokens that are the prompt: up to and including the last occurrence of the
+    ``marker`` ids that ends before the row's last real token (the closing token may equal the marker, as BERT's
+    [SEP] does); -1 where a row has none. Left or right padding.
+
+    This is the boundary rule of the input contract (``vrm.data.contract``): the rendered text of a conversation
+    ends its prompt with the marker, so the boundary is found from the token ids alone.
+    """
+    width = len(marker)
+    batch, length = input_ids.shape
+    if length < width:
+        return input_ids.new_full((batch,), -1)
+    real = attention_mask.bool()
+    hits = real[:, width - 1:].clone()  # (B, L - M + 1): an occurrence ends at column j + M - 1
+    for k, token in enumerate(marker):
+        hits &= (input_ids[:, k:length - width + 1 + k] == int(token)) & real[:, k:length - width + 1 + k]
+    ends = torch.arange(width - 1, length, device=input_ids.device)
+    hits &= ends.unsqueeze(0) < last_token_index(attention_mask).unsqueeze(1)
+    last_end = torch.where(hits, ends.unsqueeze(0), ends.new_full((1,), -1)).max(dim=1).values
+    found = last_end >= 0
+    lengths = last_end + 1 - first_token_index(attention_mask)
+    return torch.where(found, lengths, torch.full_like(lengths, -1))
+
+
+def segment_ids(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L) token type ids: 0 for the prompt and padding, 1 for the response's real tokens."""
+    response = attention_mask.bool() & ~prompt_token_mask(attention_mask, prompt_lengths)
+    return response.long()
 
 
 def prompt_positions(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -395,10 +435,11 @@ def build_encoder(encoder_config: dict) -> PreTrainedModel:
 class VRMForSequenceClassification(PreTrainedModel):
     """Reward model with the ``...ForSequenceClassification`` contract: ``logits`` of shape (B, 1).
 
-    Inputs are full (prompt + response) sequences. ``prompt_lengths`` (B,) gives how many leading real
-    tokens are the prompt; when absent it is read from ``token_type_ids`` (segment 0) if the encoder
-    has segment embeddings (``token_type_ids`` are ignored otherwise, e.g. from a BERT tokenizer on GPT-2), and otherwise the whole sequence stands for the prompt (documented approximation for
-    callers that cannot split).
+    Inputs are full (prompt + response) sequences as the export's tokenizer renders them (its chat template, or
+    ``text=prompt, text_pair=response``). The prompt/response boundary is found from the ids alone
+    (:meth:`prompt_lengths`: the last ``config.prompt_end_ids`` marker); ``prompt_lengths`` (B,) overrides it
+    (training passes the lengths it tokenised with, which the same rule gave). Token types, where the encoder has
+    them, are derived from the boundary, so a caller's ``token_type_ids`` are not needed.
     """
 
     config_class = VRMConfig
@@ -481,6 +522,33 @@ class VRMForSequenceClassification(PreTrainedModel):
                                                              additive)
         return self.encoder(**kwargs).last_hidden_state
 
+    def prompt_lengths(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       token_type_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(B,) prompt lengths found from the ids by the input contract's marker (``config.prompt_end_ids``); None
+        where nothing needs the boundary (a BT head without token types).
+
+        A row without the marker (text that was not rendered by the export's chat template, e.g. a bare
+        ``prompt + completion`` string) is scored as all prompt, with a warning. Models exported before the contract
+        (no ``prompt_end_ids``) read the boundary from segment-1 token types when the encoder has them.
+        """
+        if not (self.needs_prompt or self.config.use_token_types):
+            return None
+        marker = self.config.prompt_end_ids
+        if marker is None:
+            if token_type_ids is None or not self.config.use_token_types:
+                return None
+            return ((token_type_ids == 0) & attention_mask.bool()).sum(dim=1)
+        lengths = find_prompt_lengths(input_ids, attention_mask, marker)
+        missing = lengths < 0
+        if bool(missing.any()):
+            warnings.warn(
+                f"{int(missing.sum())} of {len(lengths)} sequences hold no prompt/response marker {list(marker)}: "
+                "they are scored as all prompt, which is not the trained reward. Render (prompt, response) with the "
+                "tokenizer's chat template (or pass text=prompt, text_pair=response), or use vrm.RewardScorer",
+                stacklevel=3)
+            lengths = torch.where(missing, attention_mask.sum(dim=1), lengths)
+        return lengths
+
     def representations(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None,
                         num_prompts: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled h(x, y) for every row (N, H) and h(x) for the first ``num_prompts`` rows (M, H).
@@ -488,9 +556,11 @@ class VRMForSequenceClassification(PreTrainedModel):
         Pairs put chosen rows first and rejected rows after, so h(x) is needed for the first half only.
         """
         num_prompts = input_ids.shape[0] if num_prompts is None else num_prompts
-        if self.needs_prompt and prompt_lengths is None and token_type_ids is not None \
-                and self.config.use_token_types:
-            prompt_lengths = ((token_type_ids == 0) & attention_mask.bool()).sum(dim=1)
+        if prompt_lengths is None:
+            prompt_lengths = self.prompt_lengths(input_ids, attention_mask, token_type_ids)
+        if self.config.use_token_types:
+            # Segments follow the boundary (0 prompt, 1 response), whatever token types a caller's tokenizer made.
+            token_type_ids = None if prompt_lengths is None else segment_ids(attention_mask, prompt_lengths)
         prefix = self.needs_prompt and prompt_lengths is not None and self.config.prompt_repr == "prefix"
         separate = self.needs_prompt and prompt_lengths is not None and self.config.prompt_repr == "separate"
         # The separate prompt pass reads its embeddings from the full rows' lookup (one embedding gradient).

@@ -86,7 +86,8 @@ def feature_key_parts(net: VRMForSequenceClassification, encoder_id: dict[str, A
     c = net.config
     return {"version": CACHE_VERSION, "encoder": encoder_id, "encoder_kind": c.encoder_kind, "pooling": c.pooling,
             "prompt_repr": c.prompt_repr, "needs_prompt": net.needs_prompt, "max_length": c.max_sequence_length,
-            "truncation": c.truncation, "use_chat_template": c.use_chat_template, "tokenizer": tokenizer_fp,
+            "truncation": c.truncation, "use_chat_template": c.use_chat_template,
+            "prompt_end_ids": c.prompt_end_ids, "tokenizer": tokenizer_fp,
             "tokens": split_fp}
 
 

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from vrm.config import TrainConfig
+from vrm.data.contract import build_contract
 from vrm.models.encoder import LoadedEncoder, load_encoder, lora_settings
 from vrm.models.modeling_vrm import VRMConfig
 from vrm.training.datamodule import PreferenceDataModule
@@ -51,6 +52,7 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
     arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, prompt_repr=prompt_repr,
                 encoder_config=enc.model.config.to_dict(), max_sequence_length=cfg.data.max_length,
                 truncation=cfg.data.truncation, use_chat_template=cfg.encoder.use_chat_template,
+                prompt_end_ids=build_contract(enc.tokenizer, enc.kind, cfg.encoder.use_chat_template).prompt_end_ids,
                 length_chunks=cfg.encoder.length_chunks)
     VRMConfig(**arch)  # validates the combination before any data is loaded
     return arch
