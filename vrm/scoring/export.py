@@ -105,6 +105,8 @@ def export_model(net: VRMForSequenceClassification, tokenizer, out_dir: str | Pa
     with atomic_folder(Path(out_dir)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        # The generic fast class under the name every transformers version knows (4.x has no TokenizersBackend).
+        edit_json(tmp / "tokenizer_config.json", tokenizer_class="PreTrainedTokenizerFast")
         edit_config(tmp, num_labels=1)  # transformers writes only id2label; tools read num_labels
         if with_code:
             add_remote_code(tmp)
@@ -236,10 +238,14 @@ def check_same_rewards(net: VRMForSequenceClassification, plain: PreTrainedModel
 
 def edit_config(folder: Path, **entries: Any) -> None:
     """Set top-level entries of the folder's config.json."""
-    config_path = folder / "config.json"
-    config = json.loads(config_path.read_text())
-    config.update(entries)
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    edit_json(folder / "config.json", **entries)
+
+
+def edit_json(path: Path, **entries: Any) -> None:
+    """Set top-level entries of a JSON object file."""
+    content = json.loads(path.read_text())
+    content.update(entries)
+    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def add_remote_code(folder: Path) -> None:
