@@ -77,7 +77,8 @@ def build_export(root: Path, model: str, encoder: str, options: dict, tokenizer:
     from vrm.training.compose import compose_config
     from vrm.training.train import architecture
 
-    cfg = compose_config([f"model={model}", f"encoder={encoder}", "logger=none"], root / "run")
+    # max_length 512: every pair fits, so no client truncates differently (vrm-score cuts by the training policy).
+    cfg = compose_config([f"model={model}", f"encoder={encoder}", "logger=none", "data.max_length=512"], root / "run")
     torch.manual_seed(0)
     enc = load_encoder(cfg.encoder)
     if tokenizer is not None:
@@ -88,6 +89,13 @@ def build_export(root: Path, model: str, encoder: str, options: dict, tokenizer:
 
 def conversations(pairs: Sequence[dict], side: str) -> list[Conversation]:
     return [[*p["prompt"], {"role": "assistant", "content": p[side]}] for p in pairs]
+
+
+def as_strings(pairs: Sequence[dict]) -> list[dict]:
+    """The pairs with each prompt as the plain text of its messages (what a string-prompt dataset holds)."""
+    from vrm.data.schema import prompt_text
+
+    return [{**p, "prompt": prompt_text(p["prompt"])} for p in pairs]
 
 
 def flat(pairs: Sequence[dict]) -> tuple[list, list[str]]:
@@ -156,10 +164,10 @@ def grpo_trainer(reward_funcs: list, tokenizer, trust_remote_code: bool, output_
 
 def grpo_rewards(folder: Path, pairs: Sequence[dict], output_dir: Path) -> dict[str, list[float]]:
     """``GRPOTrainer._calculate_rewards`` with ``reward_funcs=[FOLDER, RewardFunction(FOLDER)]``: conversational
-    prompts and completions, and the same as plain strings (the prompt's messages as plain text)."""
+    prompts and completions, and the pairs as plain strings (:func:`as_strings`; compare those with vrm-score of
+    the string pairs, which differ from the conversations where the chat template is not the plain one)."""
     from transformers import AutoTokenizer
 
-    from vrm.data.schema import prompt_text
     from vrm.integrations.trl import RewardFunction
 
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote_code(folder))
@@ -169,7 +177,7 @@ def grpo_rewards(folder: Path, pairs: Sequence[dict], output_dir: Path) -> dict[
     completions = [[{"role": "assistant", "content": r}] for r in responses]
     inputs = [{"prompt": p, "completion": c} for p, c in zip(prompts, completions)]
     chat = trainer._calculate_rewards(inputs, prompts, completions, [[0]] * len(prompts))
-    text_prompts = [prompt_text(p) for p in prompts]
+    text_prompts = flat(as_strings(pairs))[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the path's model warns that bare strings hold no marker
         text = trainer._calculate_rewards([{"prompt": p} for p in text_prompts], text_prompts, list(responses),
@@ -281,13 +289,15 @@ def measure(n: int, workdir: Path) -> list[dict[str, Any]]:
 def export_rows(name: str, folder: Path, pairs: Sequence[dict], plain: bool) -> list[dict[str, Any]]:
     """One table row per client for one export folder."""
     reference = vrm_score_rewards(folder, pairs)
+    string_reference = vrm_score_rewards(folder, as_strings(pairs))
     code = remote_code(folder)
     load = "trust_remote_code=True" if code else ("nothing" if plain else "import vrm")
     rows: list[dict[str, Any]] = []
 
-    def row(client: str, how: str, rewards: list[float] | None, glue: str, note: str = "") -> None:
+    def row(client: str, how: str, rewards: list[float] | None, glue: str, note: str = "",
+            expected: list[float] = reference) -> None:
         rows.append({"export": name, "client": client, "load": how, "glue": glue, "note": note,
-                     "max_diff": None if rewards is None else max_diff(rewards, reference),
+                     "max_diff": None if rewards is None else max_diff(rewards, expected),
                      "reward_range": [min(reference), max(reference)]})
 
     row("transformers pipeline, chat template", load, pipeline_chat_rewards(folder, pairs), load)
@@ -295,11 +305,12 @@ def export_rows(name: str, folder: Path, pairs: Sequence[dict], plain: bool) -> 
     grpo = grpo_rewards(folder, pairs, folder.parent / "grpo")
     row("TRL GRPOTrainer, reward_funcs=PATH (conversational)", load, grpo["path, conversational"], load)
     row("TRL GRPOTrainer, reward_funcs=PATH (string prompts)", load, grpo["path, strings"], load,
-        "a bare prompt + completion string holds no marker: not the trained reward (a vrm model warns)")
+        "a bare prompt + completion string holds no marker: not the trained reward (a vrm model warns)",
+        string_reference)
     row("TRL GRPOTrainer, RewardFunction(PATH) (conversational)", "import vrm", grpo["RewardFunction, conversational"],
         "import vrm")
     row("TRL GRPOTrainer, RewardFunction(PATH) (string prompts)", "import vrm", grpo["RewardFunction, strings"],
-        "import vrm")
+        "import vrm", expected=string_reference)
     trl_eval = reward_trainer_metrics(folder, pairs, folder.parent / "reward_trainer")
     ours = vrm_eval_metrics(folder, pairs)
     row("TRL RewardTrainer.evaluate (conversational)", load, None, load,
