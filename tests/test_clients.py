@@ -146,3 +146,22 @@ def test_autotokenizer_loads_without_asking(exports, name, kwargs):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"asked": 0, "template": True, "eos": result["eos"]} and result["eos"]
+
+
+def card_block(folder: Path, section: str) -> str:
+    card = (folder / "README.md").read_text()
+    body = card.split(f"### {section}\n", 1)[1]
+    return body.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_model_cards_pipeline_lines_give_vrm_scores_reward(exports):
+    folder, _ = exports["vrm"]
+    code = card_block(folder, "transformers pipeline").replace('"PATH"', repr(str(folder)))
+    lines = code.strip().splitlines()
+    namespace: dict = {}
+    exec("\n".join(lines[:-2]), namespace)  # imports, the pipeline, the conversation
+    chat_score, pair_score = (eval(line.split("  #")[0], namespace) for line in lines[-2:])
+    from vrm.scoring.scorer import RewardScorer
+
+    expected = RewardScorer.from_pretrained(folder).score(["How do I sort a list?"], ["Use sorted()."])[0]
+    assert chat_score == pytest.approx(expected, abs=ATOL) and pair_score == pytest.approx(expected, abs=ATOL)

@@ -208,3 +208,12 @@ def carried_contract(tokenizer: PreTrainedTokenizerBase) -> InputContract | None
     if marker is None or not isinstance(template, str):
         return None
     return InputContract(template, tuple(int(i) for i in marker))
+
+
+def lays_out_pairs(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether ``tokenizer(text=prompt, text_pair=response)`` adds the plain template's special tokens (a contract
+    tokenizer does for the plain template, not for a model's own chat template)."""
+    def size(*texts: str) -> int:
+        return len(tokenizer(*texts)["input_ids"])
+
+    return size("a", "b") > size("a") + size("b")

@@ -39,7 +39,7 @@ import yaml
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from vrm.data.contract import ContractError, InputContract
+from vrm.data.contract import ContractError, InputContract, lays_out_pairs
 from vrm.data.tokenize import PairEncoder, pad_sequences
 from vrm.integrations.clients import INPUT_CONTRACT_TEXT, client_usage
 from vrm.models import modeling_vrm
@@ -110,7 +110,8 @@ def export_model(net: VRMForSequenceClassification, tokenizer, out_dir: str | Pa
         edit_config(tmp, num_labels=1)  # transformers writes only id2label; tools read num_labels
         if with_code:
             add_remote_code(tmp)
-        card = model_card(net, kind, metrics or {}, training_config or {}, source, run_config, metrics_note)
+        card = model_card(net, kind, metrics or {}, training_config or {}, source, run_config, metrics_note,
+                          text_pair=lays_out_pairs(tokenizer))
         (tmp / MODEL_CARD).write_text(card)
         write_manifest(tmp, {"kind": kind, "head": net.config.head, "checkpoint": source,
                              "metrics": metrics or {}})
@@ -393,7 +394,7 @@ model = AutoModelForSequenceClassification.from_pretrained("{path}")
 
 
 def model_card(net: VRMForSequenceClassification, kind: str, metrics: dict, training_config: dict,
-               source: str, run_config: str | None, metrics_note: str | None) -> str:
+               source: str, run_config: str | None, metrics_note: str | None, text_pair: bool = True) -> str:
     cfg = net.config
     arch = cfg.encoder_config.get("model_type", "?")
     settings = TokenizationSettings.from_config(cfg)
@@ -411,7 +412,7 @@ def model_card(net: VRMForSequenceClassification, kind: str, metrics: dict, trai
         "## Use", "", USAGE[kind].replace("{path}", "PATH").replace(
             "{class_name}", MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(arch, "...ForSequenceClassification")),
         "", "## Input", "", INPUT_CONTRACT_TEXT.format(marker=list(settings.prompt_end_ids or ())), "",
-        client_usage(kind, "PATH"), "", "## Scoring", "", scoring, "",
+        client_usage(kind, "PATH", text_pair), "", "## Scoring", "", scoring, "",
         f"Encoder kind `{settings.encoder_kind}`, pooling `{cfg.pooling}`, max {settings.max_sequence_length} tokens "
         f"per (prompt, response), over-long pairs `{settings.truncation}` (by `vrm.RewardScorer`; other clients "
         "truncate, or filter, by their own settings).", "",
