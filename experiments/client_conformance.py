@@ -321,8 +321,8 @@ def export_rows(name: str, folder: Path, pairs: Sequence[dict], plain: bool) -> 
     if rb_python is None:
         row("RewardBench formatting + pipeline (CPU)", "-", None, "-", f"not run: {REWARDBENCH_PYTHON} unset")
     elif code or plain:
-        row("RewardBench formatting + pipeline (CPU)", "trust_remote_code=True",
-            rewardbench_rewards(folder, pairs, rb_python), "none (--with-code / --plain export)")
+        row("RewardBench formatting + pipeline (CPU)", load, rewardbench_rewards(folder, pairs, rb_python),
+            "none (a --with-code or --plain export)")
     return rows
 
 
@@ -334,6 +334,9 @@ def markdown(rows: Sequence[dict], command: str, n: int) -> str:
     for r in rows:
         diff = "-" if r["max_diff"] is None else f"{r['max_diff']:.1e}"
         lines.append(f"| {r['export']} | {r['client']} | {r['load']} | {diff} | {r['glue']} | {r['note']} |")
+    spans = {r["export"]: r["reward_range"] for r in rows}
+    lines += ["", "vrm-score's rewards span " + "; ".join(f"{name} [{low:.3f}, {high:.3f}]"
+                                                    for name, (low, high) in spans.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

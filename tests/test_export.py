@@ -398,3 +398,47 @@ def test_an_interrupted_export_is_recovered_at_the_next_export(tmp_path):
     (stale / "config.json").write_text("{}")
     recover_interrupted(out)
     assert (out / MANIFEST).is_file() and not old.exists() and not stale.exists()
+
+
+# -- models from before the input contract --------------------------------------------------------
+def old_export(net: VRMForSequenceClassification, tokenizer, folder: Path) -> Path:
+    """A folder as vrm-export wrote it before the contract: no prompt_end_ids, the run's tokenizer as it was."""
+    net.config.prompt_end_ids = None
+    net.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_pre_contract_bert_export_scores_as_the_old_rule_did(tmp_path):
+    cfg = compose_train(TINY_OVERRIDES + ["model=vrm", "encoder=tiny_bert"], tmp_path)
+    torch.manual_seed(0)
+    enc = load_encoder(cfg.encoder)
+    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model).eval()
+    folder = old_export(net, enc.tokenizer, tmp_path / "old")
+    # The old rule by hand: the prompt with its special tokens, the response, [SEP]; token types 0 then 1.
+    tok = enc.tokenizer
+    expected = []
+    for prompt, response in zip(PROMPTS[:2], RESPONSES[:2]):
+        head = tok(prompt)["input_ids"]
+        ids = head + tok(response, add_special_tokens=False)["input_ids"] + [tok.sep_token_id]
+        types = torch.tensor([[0] * len(head) + [1] * (len(ids) - len(head))])
+        with torch.no_grad():
+            expected.append(float(net(torch.tensor([ids]), token_type_ids=types,
+                                      prompt_lengths=torch.tensor([len(head)])).logits[0, 0]))
+    assert RewardScorer.from_pretrained(folder).score(PROMPTS[:2], RESPONSES[:2]) == pytest.approx(expected, abs=ATOL)
+
+
+def test_a_pre_contract_decoder_model_is_refused_with_the_reason(tmp_path):
+    import bpe_tokenizers
+
+    from vrm.data.contract import ContractError
+
+    cfg = compose_train(TINY_OVERRIDES + ["model=vrm", "encoder=tiny_llama"], tmp_path)
+    enc = load_encoder(cfg.encoder)
+    enc.tokenizer = bpe_tokenizers.gpt2_like()
+    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    folder = old_export(net, enc.tokenizer, tmp_path / "old")
+    with pytest.raises(ContractError, match="trained before the input contract"):
+        RewardScorer.from_pretrained(folder)
+    with pytest.raises(ExportError, match="trained before the input contract"):
+        export_model(net, enc.tokenizer, tmp_path / "new")
