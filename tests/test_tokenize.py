@@ -60,8 +60,10 @@ def test_training_ids_equal_every_client_rendering_of_the_exported_tokenizer(nam
     contract_tokenizer(run_tokenizer, enc.contract, kind).save_pretrained(tmp_path)
     exported = AutoTokenizer.from_pretrained(tmp_path)
     assert exported.eos_token is not None and exported.chat_template == enc.contract.chat_template
+    from_export = PairEncoder(exported, kind, max_length=512)  # reads the contract the tokenizer carries
     for prompt, response in PAIRS:
         out = enc.encode(prompt, response)
+        assert from_export.encode(prompt, response) == out
         chat = conversation(prompt, response)
         assert exported.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"] == out.input_ids
         rendered = exported.apply_chat_template(chat, tokenize=False)

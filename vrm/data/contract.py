@@ -129,7 +129,10 @@ def own_template(tokenizer: PreTrainedTokenizerBase, encoder_kind: str, use_chat
 
 def build_contract(tokenizer: PreTrainedTokenizerBase, encoder_kind: str, use_chat_template: bool = True
                    ) -> InputContract:
-    """The contract of a tokenizer as training loaded it (before export rewrites it)."""
+    """The contract of a tokenizer as training loaded it, or the one an exported tokenizer carries."""
+    carried = carried_contract(tokenizer)
+    if carried is not None:
+        return carried
     own = own_template(tokenizer, encoder_kind, use_chat_template)
     if own is not None:
         marker = tokenizer(generation_prompt(tokenizer, own), add_special_tokens=False)["input_ids"]
