@@ -267,10 +267,9 @@ def test_exports_load_in_a_fresh_process_with_and_without_vrm(models, code_expor
         assert result["class"] == "vrm.models.modeling_vrm.VRMForSequenceClassification"
         assert result["rewards"] == pytest.approx(want, abs=ATOL)
 
-    # Tokenizers of models trained without segment ids do not return any; BERT-like VRMs read the prompt from them.
-    assert "token_type_ids" not in AutoTokenizer.from_pretrained(gpt2_folder)("hi")
-    assert "token_type_ids" not in AutoTokenizer.from_pretrained(plain)("hi")
-    assert "token_type_ids" in AutoTokenizer.from_pretrained(models["vrm-tiny_bert"].export)("hi")
+    # No exported tokenizer returns token types: a BERT-like model derives them from the prompt/response boundary.
+    for folder in (gpt2_folder, plain, models["vrm-tiny_bert"].export):
+        assert "token_type_ids" not in AutoTokenizer.from_pretrained(folder)("hi")
 
     # The plain folders also score through RewardScorer, padding with their config.pad_token_id.
     assert RewardScorer.from_pretrained(plain, batch_size=3).score(PROMPTS, RESPONSES) == pytest.approx(
@@ -286,8 +285,9 @@ def test_with_code_folder_holds_the_modeling_file_and_auto_map(code_exports):
     for name in (MODELING_FILE, POOLING_FILE):  # the modeling file and the one it imports relatively
         source = (folder / name).read_text()
         imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
-        assert imports <= {"__future__", "inspect", "dataclasses", "torch", "torch.nn.functional", "torch.nn",
-                           "transformers", "transformers.modeling_outputs", "." + Path(POOLING_FILE).stem}, imports
+        assert imports <= {"__future__", "collections.abc", "inspect", "dataclasses", "warnings", "torch",
+                           "torch.nn.functional", "torch.nn", "transformers", "transformers.modeling_outputs",
+                           "." + Path(POOLING_FILE).stem}, imports
 
 
 def test_manifest_hashes_every_file_and_the_card_has_config_and_metrics(models, tmp_path):
@@ -403,3 +403,47 @@ def test_an_interrupted_export_is_recovered_at_the_next_export(tmp_path):
     (stale / "config.json").write_text("{}")
     recover_interrupted(out)
     assert (out / MANIFEST).is_file() and not old.exists() and not stale.exists()
+
+
+# -- models from before the input contract --------------------------------------------------------
+def old_export(net: VRMForSequenceClassification, tokenizer, folder: Path) -> Path:
+    """A folder as vrm-export wrote it before the contract: no prompt_end_ids, the run's tokenizer as it was."""
+    net.config.prompt_end_ids = None
+    net.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_pre_contract_bert_export_scores_as_the_old_rule_did(tmp_path):
+    cfg = compose_train(TINY_OVERRIDES + ["model=vrm", "encoder=tiny_bert"], tmp_path)
+    torch.manual_seed(0)
+    enc = load_encoder(cfg.encoder)
+    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model).eval()
+    folder = old_export(net, enc.tokenizer, tmp_path / "old")
+    # The old rule by hand: the prompt with its special tokens, the response, [SEP]; token types 0 then 1.
+    tok = enc.tokenizer
+    expected = []
+    for prompt, response in zip(PROMPTS[:2], RESPONSES[:2]):
+        head = tok(prompt)["input_ids"]
+        ids = head + tok(response, add_special_tokens=False)["input_ids"] + [tok.sep_token_id]
+        types = torch.tensor([[0] * len(head) + [1] * (len(ids) - len(head))])
+        with torch.no_grad():
+            expected.append(float(net(torch.tensor([ids]), token_type_ids=types,
+                                      prompt_lengths=torch.tensor([len(head)])).logits[0, 0]))
+    assert RewardScorer.from_pretrained(folder).score(PROMPTS[:2], RESPONSES[:2]) == pytest.approx(expected, abs=ATOL)
+
+
+def test_a_pre_contract_decoder_model_is_refused_with_the_reason(tmp_path):
+    import bpe_tokenizers
+
+    from vrm.data.contract import ContractError
+
+    cfg = compose_train(TINY_OVERRIDES + ["model=vrm", "encoder=tiny_llama"], tmp_path)
+    enc = load_encoder(cfg.encoder)
+    enc.tokenizer = bpe_tokenizers.gpt2_like()
+    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    folder = old_export(net, enc.tokenizer, tmp_path / "old")
+    with pytest.raises(ContractError, match="trained before the input contract"):
+        RewardScorer.from_pretrained(folder)
+    with pytest.raises(ExportError, match="trained before the input contract"):
+        export_model(net, enc.tokenizer, tmp_path / "new")

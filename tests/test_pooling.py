@@ -19,6 +19,7 @@ from vrm.models.pooling import (
     length_groups,
     pool,
     prompt_slice,
+    segment_ids,
 )
 
 RIGHT = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
@@ -274,8 +275,10 @@ def test_separate_prompt_pass_shares_one_embedding_lookup_with_the_same_gradient
     h_xy, h_x = chunked.representations(ids, mask, prompt_lengths=prompt_lengths)
     (h_xy.sum() + h_x.square().sum()).backward()
     assert len(lookups) == 1
-    # By hand: the full rows, then the prompts on their own, each from ids in one padded pass.
-    full = pool(model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask, "mean")
+    # By hand: the full rows (segments 0 prompt, 1 response), then the prompts on their own, each from ids in one
+    # padded pass.
+    types = segment_ids(mask, prompt_lengths)
+    full = pool(model.encoder(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state, mask, "mean")
     p_ids, p_mask, _ = prompt_slice(ids, mask, prompt_lengths)
     alone = pool(model.encoder(input_ids=p_ids, attention_mask=p_mask).last_hidden_state, p_mask, "mean")
     (full.sum() + alone.square().sum()).backward()

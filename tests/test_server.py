@@ -3,18 +3,17 @@ answers for bad requests after which the server keeps serving, and one run on a 
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
 
+import bpe_tokenizers
 import httpx
 import pytest
 import torch
 import uvicorn
 from conftest import TINY_OVERRIDES, compose_train
 from fastapi.testclient import TestClient
-from transformers import AutoTokenizer
 
 from vrm.cli.serve import main as serve_main
 from vrm.models.encoder import load_encoder
@@ -25,8 +24,6 @@ from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import ServerLimits, create_app
 from vrm.training.build import architecture
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 CONVERSATIONS = [
     ([{"role": "user", "content": "How do I sort a list?"}], "Use sorted()."),
     ([{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "An apple."},
@@ -42,21 +39,19 @@ def hh_query(messages: list[dict], response: str) -> str:
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory) -> dict:
-    """Randomly initialised VRMs on a tiny BERT and a tiny Llama (the latter also with a chat template)."""
+    """Randomly initialised VRMs on a tiny BERT and a tiny Llama, and one on a tiny Llama trained with a ChatML
+    tokenizer (its chat template is the input contract)."""
     root = tmp_path_factory.mktemp("server")
     out = {}
-    for encoder in ("tiny_bert", "tiny_llama"):
-        cfg = compose_train(TINY_OVERRIDES + ["model=vrm", f"encoder={encoder}"], root / encoder)
+    for name, encoder, tokenizer in (("tiny_bert", "tiny_bert", None), ("tiny_llama", "tiny_llama", None),
+                                     ("templated", "tiny_llama", bpe_tokenizers.qwen2_like)):
+        cfg = compose_train(TINY_OVERRIDES + ["model=vrm", f"encoder={encoder}"], root / name)
         torch.manual_seed(0)
         enc = load_encoder(cfg.encoder)
+        if tokenizer is not None:
+            enc.tokenizer = tokenizer()
         net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
-        out[encoder] = export_model(net, enc.tokenizer, root / encoder / "export")
-    templated = root / "templated"
-    shutil.copytree(out["tiny_llama"], templated)
-    tokenizer = AutoTokenizer.from_pretrained(templated)
-    tokenizer.chat_template = CHATML
-    tokenizer.save_pretrained(templated)
-    out["templated"] = templated
+        out[name] = export_model(net, enc.tokenizer, root / name / "export")
     return out
 
 
@@ -103,7 +98,7 @@ def test_get_reward_splits_after_the_given_prompt(client, scorer):
 
 def test_get_reward_with_a_chat_template_splits_at_its_generation_prompt(exports):
     scorer = RewardScorer.from_pretrained(exports["templated"])
-    assert scorer.response_marker == "<|im_start|>assistant\n"
+    assert scorer.tokenizer.chat_template == bpe_tokenizers.CHATML
     tokenizer = scorer.tokenizer
     queries = [tokenizer.apply_chat_template(m + [{"role": "assistant", "content": r}], tokenize=False)
                for m, r in CONVERSATIONS]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import bpe_tokenizers
 import pytest
+import torch
+from transformers import AutoTokenizer
 
+from vrm.data.contract import contract_tokenizer, reproduces_legacy_rule
+from vrm.data.schema import as_messages, prompt_text
 from vrm.data.tokenize import PairEncoder, TruncationStats
 from vrm.models.encoder import load_tokenizer
+from vrm.models.modeling_vrm import find_prompt_lengths
 
 
 @pytest.fixture(scope="module")
@@ -18,32 +24,91 @@ def test_bidirectional_prompt_prefix_is_the_prompt_encoded_alone(tokenizer):
     out = enc.encode("How do I sort a list?", "Use sorted().")
     alone = tokenizer("How do I sort a list?")["input_ids"]
     assert out.input_ids[:out.prompt_length] == alone
-    assert out.input_ids[-1] == tokenizer.sep_token_id
+    assert out.input_ids == alone + tokenizer("Use sorted().", add_special_tokens=False)["input_ids"] + [102]
     assert out.token_type_ids == [0] * len(alone) + [1] * (len(out.input_ids) - len(alone))
     assert out.truncated == ""
 
 
-def test_decoder_plain_fallback_ends_with_eos(tokenizer):
-    tokenizer = load_tokenizer("minilm")
-    tokenizer.eos_token = tokenizer.sep_token
-    enc = PairEncoder(tokenizer, "decoder", max_length=64)
-    assert not enc.use_chat_template
-    out = enc.encode([{"role": "user", "content": "hi there"}], "hello")
-    assert out.input_ids[-1] == tokenizer.eos_token_id
-    assert tokenizer.decode(out.input_ids[:out.prompt_length], skip_special_tokens=True) == "hi there"
+PAIRS = [
+    ("How do I sort a list?", "Use sorted()."),
+    ("  Leading and trailing spaces  ", "  Hello\nworld  "),
+    ("Tabs\tand\n\nblank lines", "\nA response that starts with a newline"),
+    ("Unicode: café, naïve, 東京", "¡Sí! Ünïcödé 🙂"),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."},
+      {"role": "assistant", "content": "An apple."}, {"role": "user", "content": "And a red one?"}], "A strawberry."),
+    ("", ""),
+]
+TOKENIZERS = {"minilm_bidirectional": ("bidirectional", lambda: load_tokenizer("minilm")),
+              "minilm_decoder": ("decoder", lambda: load_tokenizer("minilm")),
+              "gpt2_like": ("decoder", bpe_tokenizers.gpt2_like),
+              "qwen2_like": ("decoder", bpe_tokenizers.qwen2_like),
+              "llama_like": ("decoder", bpe_tokenizers.llama_like)}
 
 
-def test_decoder_chat_template_splits_at_the_generation_prompt(tokenizer):
-    tokenizer = load_tokenizer("minilm")
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
-                               "{% if add_generation_prompt %}<assistant> {% endif %}")
-    enc = PairEncoder(tokenizer, "decoder", max_length=64)
-    assert enc.use_chat_template
-    out = enc.encode("what is two plus two", "four")
-    prompt = tokenizer.decode(out.input_ids[:out.prompt_length])
-    response = tokenizer.decode(out.input_ids[out.prompt_length:])
-    assert prompt.endswith("< assistant >") and "two plus two" in prompt
-    assert response.startswith("four")
+def conversation(prompt, response: str) -> list[dict]:
+    return as_messages(prompt) + [{"role": "assistant", "content": response}]
+
+
+@pytest.mark.parametrize("name", sorted(TOKENIZERS))
+def test_training_ids_equal_every_client_rendering_of_the_exported_tokenizer(name, tmp_path):
+    """The rule training tokenises by gives exactly the ids a client gets from the exported tokenizer: through its
+    chat template, from the rendered text with the tokenizer's default special tokens, and (plain template) from
+    text/text_pair; and the model's boundary rule finds the prompt length training recorded."""
+    kind, load = TOKENIZERS[name]
+    run_tokenizer = load()
+    enc = PairEncoder(run_tokenizer, kind, max_length=512)
+    contract_tokenizer(run_tokenizer, enc.contract, kind).save_pretrained(tmp_path)
+    exported = AutoTokenizer.from_pretrained(tmp_path)
+    assert exported.eos_token is not None and exported.chat_template == enc.contract.chat_template
+    from_export = PairEncoder(exported, kind, max_length=512)  # reads the contract the tokenizer carries
+    for prompt, response in PAIRS:
+        out = enc.encode(prompt, response)
+        assert from_export.encode(prompt, response) == out
+        chat = conversation(prompt, response)
+        assert exported.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"] == out.input_ids
+        rendered = exported.apply_chat_template(chat, tokenize=False)
+        assert exported(rendered)["input_ids"] == out.input_ids
+        assert "token_type_ids" not in exported(rendered)
+        ids = torch.tensor([out.input_ids])
+        assert find_prompt_lengths(ids, torch.ones_like(ids), enc.contract.prompt_end_ids).item() == out.prompt_length
+        if name != "qwen2_like" and isinstance(prompt, str) and prompt:  # (an empty text gives no ids at all)
+            assert exported(text=prompt, text_pair=response)["input_ids"] == out.input_ids
+
+
+@pytest.mark.parametrize("name", sorted(TOKENIZERS))
+def test_prompt_part_is_the_plain_text_or_the_generation_prompt(name):
+    kind, load = TOKENIZERS[name]
+    tok = load()
+    enc = PairEncoder(tok, kind, max_length=512)
+    prompt = [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "An apple."},
+              {"role": "user", "content": "And a red one?"}]
+    out = enc.encode(prompt, "A strawberry.")
+    head = tok.decode(out.input_ids[:out.prompt_length])
+    if name == "qwen2_like":  # the marker is the generation prompt's special token
+        assert head.endswith("And a red one?<|im_end|>\n<|im_start|>")
+        assert tok.decode(out.input_ids[out.prompt_length:]) == "assistant\nA strawberry.<|im_end|>\n"
+    else:  # prompt_text's rendering with the tokenizer's leading special token, then the separator
+        expected = tok(prompt_text(prompt))["input_ids"]
+        marker = list(enc.contract.prompt_end_ids)
+        assert out.input_ids[:out.prompt_length] == (expected if expected[-1:] == marker else expected + marker)
+
+
+def test_only_bert_like_tokenizers_reproduce_the_pre_contract_rule():
+    bert = load_tokenizer("minilm")
+    assert reproduces_legacy_rule(bert, "bidirectional", True) and reproduces_legacy_rule(bert, "decoder", True)
+    assert not reproduces_legacy_rule(bpe_tokenizers.gpt2_like(), "decoder", True)
+    assert not reproduces_legacy_rule(bpe_tokenizers.llama_like(), "decoder", True)
+    assert not reproduces_legacy_rule(bpe_tokenizers.qwen2_like(), "decoder", True)
+
+
+def test_truncation_keeps_the_marker_so_the_model_finds_the_same_boundary():
+    tok = bpe_tokenizers.qwen2_like()
+    for policy in ("truncate_prompt_left", "truncate_response"):
+        enc = PairEncoder(tok, "decoder", max_length=12, truncation=policy)
+        out = enc.encode("a long prompt " * 20, "a long response " * 20)
+        assert len(out.input_ids) == 12 and out.truncated == "both"
+        ids = torch.tensor([out.input_ids])
+        assert find_prompt_lengths(ids, torch.ones_like(ids), enc.contract.prompt_end_ids).item() == out.prompt_length
 
 
 def words(n: int) -> str:

@@ -6,9 +6,9 @@ import argparse
 
 from vrm.scoring.base import DEFAULT_RESPONSE_MARKER
 
-RESPONSE_MARKER_HELP = ("where the response starts in a full conversation text (split at its LAST occurrence); "
-                        "default: the chat template's generation prompt, or "
-                        f"{DEFAULT_RESPONSE_MARKER!r} without a template")
+RESPONSE_MARKER_HELP = ("where the response starts in a full conversation text that the export's chat template did "
+                        "not render (split at its LAST occurrence; a rendered one is split where the model finds "
+                        f"its marker); default {DEFAULT_RESPONSE_MARKER!r}")
 
 
 def add_scorer_options(parser: argparse.ArgumentParser) -> None:

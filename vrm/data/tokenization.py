@@ -14,6 +14,7 @@ from pathlib import Path
 
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
+from vrm.data.contract import InputContract
 from vrm.data.tokenize import PairEncoder
 
 #: ``model_type`` of :class:`vrm.models.modeling_vrm.VRMConfig`, whose own fields hold the settings.
@@ -24,33 +25,42 @@ PLAIN_TOKENIZATION_KEY = "vrm_tokenization"
 
 @dataclass(frozen=True)
 class TokenizationSettings:
-    """How a model's training turned (prompt, response) into ids: the arguments of :class:`PairEncoder`."""
+    """How a model's training turned (prompt, response) into ids: the arguments of :class:`PairEncoder` and the
+    input contract's marker (``prompt_end_ids``, None for a model exported before the contract)."""
 
     encoder_kind: str
     max_sequence_length: int
     truncation: str
     use_token_types: bool
     use_chat_template: bool
+    prompt_end_ids: tuple[int, ...] | None = None
 
     @classmethod
     def from_config(cls, config: PretrainedConfig) -> TokenizationSettings:
         """The settings a model config records: a VRMConfig's own fields, or a plain export's ``vrm_tokenization``."""
         if getattr(config, "model_type", None) == VRM_MODEL_TYPE:
+            marker = None if config.prompt_end_ids is None else tuple(config.prompt_end_ids)
             return cls(config.encoder_kind, config.max_sequence_length, config.truncation, config.use_token_types,
-                       config.use_chat_template)
+                       config.use_chat_template, marker)
         recorded = getattr(config, PLAIN_TOKENIZATION_KEY, None)
         if not isinstance(recorded, dict):
             raise ValueError(f"a {type(config).__name__} without '{PLAIN_TOKENIZATION_KEY}' is not a vrm export: "
                              "its tokenisation rule is unknown")
+        recorded = dict(recorded)
+        if recorded.get("prompt_end_ids") is not None:
+            recorded["prompt_end_ids"] = tuple(recorded["prompt_end_ids"])
         return cls(**recorded)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        values["prompt_end_ids"] = None if self.prompt_end_ids is None else list(self.prompt_end_ids)
+        return values
 
-    def pair_encoder(self, tokenizer: PreTrainedTokenizerBase, truncation: str | None = None) -> PairEncoder:
+    def pair_encoder(self, tokenizer: PreTrainedTokenizerBase, truncation: str | None = None,
+                     contract: InputContract | None = None) -> PairEncoder:
         """The encoder of (prompt, response) pairs these settings describe (``truncation`` overrides theirs)."""
         return PairEncoder(tokenizer, self.encoder_kind, self.max_sequence_length, truncation or self.truncation,
-                           self.use_token_types, self.use_chat_template)
+                           self.use_token_types, self.use_chat_template, contract=contract)
 
 
 def cache_dir() -> Path:

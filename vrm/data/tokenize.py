@@ -1,21 +1,17 @@
 """Turn (prompt, response) into token ids: one rule, used by training, scoring and export.
 
-A sequence is the prompt's tokens followed by the response's tokens; ``prompt_length`` records where
-the prompt ends, so the model can read h(x) from the same ids.
-
-- Bidirectional encoders (BERT-like): ``tokenizer(prompt)`` with its special tokens ([CLS] p [SEP]),
-  then the response's tokens and a closing separator; token types 0 for the prompt, 1 for the response
-  when the encoder has token types. The prompt prefix is exactly the prompt encoded on its own.
-- Decoder-only encoders: with a chat template, the prompt is the template applied to the prompt
-  messages with the generation prompt, the response is the rest of the template applied to the whole
-  conversation. Without one (documented fallback) the prompt is its plain text (see
-  :func:`vrm.data.schema.prompt_text`) followed by a blank line, and the response is followed by the
-  end-of-sequence token, where the reward is read.
+The rule is the input contract (:mod:`vrm.data.contract`): the conversation (the prompt's messages, then the
+response as an assistant message) is rendered by the contract's chat template and tokenised without adding special
+tokens; ``prompt_length`` is where the contract's marker ends the prompt, found in the ids by the same function the
+model uses (:func:`vrm.models.modeling_vrm.find_prompt_lengths`). Token types, where the encoder has them, are 0 for
+the prompt and 1 for the response. For a BERT-like tokenizer this is ``[CLS] prompt [SEP] response [SEP]``, the
+prompt prefix being exactly the prompt encoded on its own.
 
 Pairs longer than ``max_length`` are handled by an explicit policy, counted and reported:
-``truncate_prompt_left`` (drop prompt tokens from the left, after any leading special token; if the
-response alone is still too long it is cut too), ``truncate_response`` (cut the response's tail, keeping
-its closing token; then the prompt's left if still needed) or ``drop``.
+``truncate_prompt_left`` (drop prompt tokens from the left, after any leading special token, keeping the marker
+that ends it; if the response alone is still too long it is cut too), ``truncate_response`` (cut the response's
+tail, keeping its closing token; then the prompt's left if still needed) or ``drop``. Truncation keeps the marker,
+so the model finds the same boundary in the truncated ids.
 """
 
 from __future__ import annotations
@@ -28,7 +24,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from vrm.data.schema import Message, as_messages, prompt_text
+from vrm.data.contract import ContractError, InputContract, build_contract, prompt_end
+from vrm.data.schema import Message, as_messages
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +64,15 @@ class TruncationStats:
 
 
 class PairEncoder:
-    """Tokenises (prompt, response) per the module rule with a truncation policy."""
+    """Tokenises (prompt, response) by the input contract with a truncation policy.
+
+    ``contract``: the rule of a trained model (an export's chat template and marker); by default it is built from
+    ``tokenizer`` as training loaded it (:func:`vrm.data.contract.build_contract`).
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, encoder_kind: str, max_length: int,
                  truncation: str = "truncate_prompt_left", use_token_types: bool = False,
-                 use_chat_template: bool = True):
+                 use_chat_template: bool = True, contract: InputContract | None = None):
         if truncation not in TRUNCATION_POLICIES:
             raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATION_POLICIES}")
         if max_length < 4:
@@ -81,50 +82,48 @@ class PairEncoder:
         self.max_length = max_length
         self.truncation = truncation
         self.use_token_types = use_token_types
-        self.use_chat_template = use_chat_template and getattr(tokenizer, "chat_template", None) is not None
-        closing = tokenizer.sep_token_id if encoder_kind == "bidirectional" else tokenizer.eos_token_id
-        if closing is None:
-            closing = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-        self.closing_id = closing
+        self.contract = contract if contract is not None else build_contract(tokenizer, encoder_kind,
+                                                                             use_chat_template)
+        self._special_ids = set(tokenizer.all_special_ids)
 
     # -- formatting -------------------------------------------------------------------------------
-    def _ids(self, text: str, special: bool) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+    def render(self, prompt: str | Sequence[Message], response: str) -> str:
+        """The conversation's text as the contract's chat template writes it."""
+        messages = as_messages(prompt) + [{"role": "assistant", "content": response}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, chat_template=self.contract.chat_template)
+
+    def split_ids(self, ids: list[int]) -> tuple[list[int], list[int]]:
+        """(prompt ids, response ids) of a rendered sequence, cut where the model finds the boundary."""
+        length = prompt_end(ids, self.contract.prompt_end_ids)
+        if length is None:
+            raise ContractError(f"no prompt/response marker {list(self.contract.prompt_end_ids)} in the rendered "
+                                f"ids {ids[:12]}...: the response likely holds the marker's text")
+        return ids[:length], ids[length:]
 
     def split_tokens(self, prompt: str | Sequence[Message], response: str) -> tuple[list[int], list[int]]:
-        """Untruncated (prompt ids, response ids) per the module rule."""
-        if self.encoder_kind == "decoder" and self.use_chat_template:
-            messages = as_messages(prompt)
-            head = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            full = self.tokenizer.apply_chat_template(
-                messages + [{"role": "assistant", "content": response}], tokenize=False)
-            if not full.startswith(head):
-                raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
-            return self._ids(head, special=False), self._ids(full[len(head):], special=False)
-        if self.encoder_kind == "decoder":
-            prompt_ids = self._ids(prompt_text(prompt) + "\n\n", special=True)
-        else:
-            prompt_ids = self._ids(prompt_text(prompt), special=True)
-        response_ids = self._ids(response, special=False)
-        if self.closing_id is not None:
-            response_ids = response_ids + [self.closing_id]
-        return prompt_ids, response_ids
+        """Untruncated (prompt ids, response ids): the rendered conversation tokenised, cut at the marker."""
+        ids = self.tokenizer(self.render(prompt, response), add_special_tokens=False)["input_ids"]
+        return self.split_ids(ids)
 
     # -- truncation -------------------------------------------------------------------------------
     def _lead(self, prompt_ids: list[int]) -> int:
         """Number of leading special tokens of the prompt to keep when cutting it from the left."""
-        special = set(self.tokenizer.all_special_ids)
-        return 1 if prompt_ids and prompt_ids[0] in special else 0
+        return 1 if prompt_ids and prompt_ids[0] in self._special_ids else 0
+
+    def _min_prompt_tail(self) -> int:
+        """Fewest prompt tokens kept after the lead: the marker that ends the prompt, and at least one token."""
+        return max(MIN_PROMPT_TOKENS, len(self.contract.prompt_end_ids))
 
     def _cut_prompt(self, prompt_ids: list[int], budget: int) -> list[int]:
         lead = self._lead(prompt_ids)
-        keep = max(budget - lead, MIN_PROMPT_TOKENS)
+        keep = max(budget - lead, self._min_prompt_tail())
         return prompt_ids[:lead] + prompt_ids[len(prompt_ids) - keep:]
 
     def _cut_response(self, response_ids: list[int], budget: int) -> list[int]:
+        """The response's head, keeping its closing special token (e.g. [SEP], where a decoder reads the reward)."""
         budget = max(budget, 1)
-        if self.closing_id is not None and response_ids and response_ids[-1] == self.closing_id:
-            return response_ids[:budget - 1] + [self.closing_id]
+        if response_ids and response_ids[-1] in self._special_ids:
+            return response_ids[:budget - 1] + [response_ids[-1]]
         return response_ids[:budget]
 
     def truncate(self, prompt_ids: list[int], response_ids: list[int]) -> tuple[list[int], list[int], str]:
@@ -134,7 +133,7 @@ class PairEncoder:
             return prompt_ids, response_ids, ""
         if self.truncation == "drop":
             return prompt_ids, response_ids, "dropped"
-        min_prompt = self._lead(prompt_ids) + MIN_PROMPT_TOKENS
+        min_prompt = self._lead(prompt_ids) + self._min_prompt_tail()
         cut = set()
         if self.truncation == "truncate_prompt_left":
             if len(response_ids) > n - min_prompt:
@@ -154,7 +153,14 @@ class PairEncoder:
         return prompt_ids, response_ids, "both" if len(cut) == 2 else cut.pop()
 
     def encode(self, prompt: str | Sequence[Message], response: str) -> EncodedSequence:
-        prompt_ids, response_ids, outcome = self.truncate(*self.split_tokens(prompt, response))
+        return self.encode_split(*self.split_tokens(prompt, response))
+
+    def encode_rendered(self, ids: list[int]) -> EncodedSequence:
+        """Encode ids a client rendered with the contract's template itself (split at the marker, truncated)."""
+        return self.encode_split(*self.split_ids(ids))
+
+    def encode_split(self, prompt_ids: list[int], response_ids: list[int]) -> EncodedSequence:
+        prompt_ids, response_ids, outcome = self.truncate(prompt_ids, response_ids)
         types = [0] * len(prompt_ids) + [1] * len(response_ids) if self.use_token_types else None
         return EncodedSequence(prompt_ids + response_ids, len(prompt_ids), types, outcome)
 

@@ -136,7 +136,7 @@ def score_split(scorer: Scorer, rows: Sequence[Mapping[str, Any]], uncertainty_s
     prompts = [row["prompt"] for row in rows] * 2
     responses = [row["chosen"] for row in rows] + [row["rejected"] for row in rows]
     if isinstance(scorer, RewardScorer):
-        num_samples = uncertainty_samples if scorer.model.config.head == "vrm" else 0
+        num_samples = uncertainty_samples if scorer.name == "vrm" else 0  # a plain export has no head key
         details = scorer.score_details(prompts, responses, num_samples=num_samples)
         reward = np.asarray(details["reward"], dtype=np.float64)
         weights = details.get("weights")

@@ -10,6 +10,8 @@ Shapes: B = sequences, L = tokens, H = encoder hidden size, K = objectives, d = 
 from __future__ import annotations
 
 import inspect
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .pooling import (
     POOLINGS,
+    find_prompt_lengths,
     first_token_index,
     length_groups,
     pool,
@@ -27,6 +30,7 @@ from .pooling import (
     prompt_positions,
     prompt_token_mask,
     real_token_positions,
+    segment_ids,
 )
 
 HEADS = ("vrm", "bt")
@@ -61,6 +65,7 @@ class VRMConfig(PretrainedConfig):
         max_sequence_length: int = 512,
         truncation: str = "truncate_prompt_left",
         use_chat_template: bool = True,
+        prompt_end_ids: Sequence[int] | None = None,
         length_chunks: int = 1,
         num_labels: int = 1,
         **kwargs,
@@ -86,6 +91,9 @@ class VRMConfig(PretrainedConfig):
         self.max_sequence_length = max_sequence_length
         self.truncation = truncation
         self.use_chat_template = use_chat_template
+        # The input contract's boundary marker (vrm.data.contract): the prompt ends after its last occurrence before a
+        # sequence's last token. None: exported before the contract (the caller then gives prompt_lengths).
+        self.prompt_end_ids = list(prompt_end_ids) if prompt_end_ids is not None else None
         # Not architecture: how many length-sorted passes a padded batch is cut into (see length_groups).
         self.length_chunks = length_chunks
         super().__init__(num_labels=num_labels, **kwargs)
@@ -123,6 +131,9 @@ class VRMConfig(PretrainedConfig):
                              "prompt token, which the prefix mask keeps from seeing the response")
         if self.prior_concentration <= 0:
             raise ValueError(f"prior_concentration={self.prior_concentration} must be > 0")
+        if self.prompt_end_ids is not None and (not self.prompt_end_ids
+                                                or not all(isinstance(i, int) for i in self.prompt_end_ids)):
+            raise ValueError(f"prompt_end_ids={self.prompt_end_ids!r} must be a non-empty list of token ids")
         if not isinstance(self.length_chunks, int) or self.length_chunks < 1:
             raise ValueError(f"length_chunks={self.length_chunks!r} must be an integer >= 1")
 
@@ -259,10 +270,11 @@ def build_encoder(encoder_config: dict) -> PreTrainedModel:
 class VRMForSequenceClassification(PreTrainedModel):
     """Reward model with the ``...ForSequenceClassification`` contract: ``logits`` of shape (B, 1).
 
-    Inputs are full (prompt + response) sequences. ``prompt_lengths`` (B,) gives how many leading real
-    tokens are the prompt; when absent it is read from ``token_type_ids`` (segment 0) if the encoder
-    has segment embeddings (``token_type_ids`` are ignored otherwise, e.g. from a BERT tokenizer on GPT-2), and otherwise the whole sequence stands for the prompt (documented approximation for
-    callers that cannot split).
+    Inputs are full (prompt + response) sequences as the export's tokenizer renders them (its chat template, or
+    ``text=prompt, text_pair=response``). The prompt/response boundary is found from the ids alone
+    (:meth:`prompt_lengths`: the last ``config.prompt_end_ids`` marker); ``prompt_lengths`` (B,) overrides it
+    (training passes the lengths it tokenised with, which the same rule gave). Token types, where the encoder has
+    them, are derived from the boundary, so a caller's ``token_type_ids`` are not needed.
     """
 
     config_class = VRMConfig
@@ -345,6 +357,33 @@ class VRMForSequenceClassification(PreTrainedModel):
                                                              additive)
         return self.encoder(**kwargs).last_hidden_state
 
+    def prompt_lengths(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       token_type_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(B,) prompt lengths found from the ids by the input contract's marker (``config.prompt_end_ids``); None
+        where nothing needs the boundary (a BT head without token types).
+
+        A row without the marker (text that was not rendered by the export's chat template, e.g. a bare
+        ``prompt + completion`` string) is scored as all prompt, with a warning. Models exported before the contract
+        (no ``prompt_end_ids``) read the boundary from segment-1 token types when the encoder has them.
+        """
+        if not (self.needs_prompt or self.config.use_token_types):
+            return None
+        marker = self.config.prompt_end_ids
+        if marker is None:
+            if token_type_ids is None or not self.config.use_token_types:
+                return None
+            return ((token_type_ids == 0) & attention_mask.bool()).sum(dim=1)
+        lengths = find_prompt_lengths(input_ids, attention_mask, marker)
+        missing = lengths < 0
+        if bool(missing.any()):
+            warnings.warn(
+                f"{int(missing.sum())} of {len(lengths)} sequences hold no prompt/response marker {list(marker)}: "
+                "they are scored as all prompt, which is not the trained reward. Render (prompt, response) with the "
+                "tokenizer's chat template (or pass text=prompt, text_pair=response), or use vrm.RewardScorer",
+                stacklevel=3)
+            lengths = torch.where(missing, attention_mask.sum(dim=1), lengths)
+        return lengths
+
     def representations(self, input_ids, attention_mask, token_type_ids=None, prompt_lengths=None,
                         num_prompts: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pooled h(x, y) for every row (N, H) and h(x) for the first ``num_prompts`` rows (M, H).
@@ -352,9 +391,11 @@ class VRMForSequenceClassification(PreTrainedModel):
         Pairs put chosen rows first and rejected rows after, so h(x) is needed for the first half only.
         """
         num_prompts = input_ids.shape[0] if num_prompts is None else num_prompts
-        if self.needs_prompt and prompt_lengths is None and token_type_ids is not None \
-                and self.config.use_token_types:
-            prompt_lengths = ((token_type_ids == 0) & attention_mask.bool()).sum(dim=1)
+        if prompt_lengths is None:
+            prompt_lengths = self.prompt_lengths(input_ids, attention_mask, token_type_ids)
+        if self.config.use_token_types:
+            # Segments follow the boundary (0 prompt, 1 response), whatever token types a caller's tokenizer made.
+            token_type_ids = None if prompt_lengths is None else segment_ids(attention_mask, prompt_lengths)
         prefix = self.needs_prompt and prompt_lengths is not None and self.config.prompt_repr == "prefix"
         separate = self.needs_prompt and prompt_lengths is not None and self.config.prompt_repr == "separate"
         # The separate prompt pass reads its embeddings from the full rows' lookup (one embedding gradient).

@@ -8,6 +8,8 @@ Shapes: B = sequences, L = tokens, H = encoder hidden size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 POOLINGS = ("last", "mean", "cls")
@@ -35,6 +37,37 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     raise ValueError(f"pooling={mode!r} is not one of {POOLINGS}")
+
+
+def find_prompt_lengths(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        marker: Sequence[int]) -> torch.Tensor:
+    """(B,) number of leading real tokens that are the prompt: up to and including the last occurrence of the
+    ``marker`` ids that ends before the row's last real token (the closing token may equal the marker, as BERT's
+    [SEP] does); -1 where a row has none. Left or right padding.
+
+    This is the boundary rule of the input contract (``vrm.data.contract``): the rendered text of a conversation
+    ends its prompt with the marker, so the boundary is found from the token ids alone.
+    """
+    width = len(marker)
+    batch, length = input_ids.shape
+    if length < width:
+        return input_ids.new_full((batch,), -1)
+    real = attention_mask.bool()
+    hits = real[:, width - 1:].clone()  # (B, L - M + 1): an occurrence ends at column j + M - 1
+    for k, token in enumerate(marker):
+        hits &= (input_ids[:, k:length - width + 1 + k] == int(token)) & real[:, k:length - width + 1 + k]
+    ends = torch.arange(width - 1, length, device=input_ids.device)
+    hits &= ends.unsqueeze(0) < last_token_index(attention_mask).unsqueeze(1)
+    last_end = torch.where(hits, ends.unsqueeze(0), ends.new_full((1,), -1)).max(dim=1).values
+    found = last_end >= 0
+    lengths = last_end + 1 - first_token_index(attention_mask)
+    return torch.where(found, lengths, torch.full_like(lengths, -1))
+
+
+def segment_ids(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L) token type ids: 0 for the prompt and padding, 1 for the response's real tokens."""
+    response = attention_mask.bool() & ~prompt_token_mask(attention_mask, prompt_lengths)
+    return response.long()
 
 
 def prompt_positions(attention_mask: torch.Tensor, prompt_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,13 +32,15 @@ import yaml
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
+from vrm.data.contract import ContractError, InputContract, lays_out_pairs
 from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
 from vrm.data.tokenize import pad_sequences
 from vrm.errors import ExportError
+from vrm.scoring.client_usage import INPUT_CONTRACT_TEXT, client_usage
 from vrm.models import modeling_vrm, pooling
 from vrm.models.modeling_vrm import VRMForSequenceClassification
 from vrm.scoring.export_folder import atomic_folder, package_versions, write_manifest
-from vrm.scoring.scorer import uses_template
+from vrm.scoring.scorer import contract_of
 from vrm.training.module import RewardModule
 
 MODEL_CARD = "README.md"
@@ -85,19 +87,19 @@ def export_model(net: VRMForSequenceClassification, tokenizer, out_dir: str | Pa
     if with_code and plain:
         raise ExportError("--plain and --with-code exclude each other: a plain export needs no code")
     net = merge_lora(net).eval()
-    settings = TokenizationSettings.from_config(net.config)
-    if not settings.use_token_types:
-        tokenizer = without_token_types(tokenizer)
-    model, tokenizer = plain_model(net, tokenizer) if plain else (net, tokenizer)
+    contract, tokenizer = model_contract(net, tokenizer)
+    model, tokenizer = plain_model(net, tokenizer, contract) if plain else (net, tokenizer)
     kind = "plain" if plain else ("vrm+code" if with_code else "vrm")
     with atomic_folder(Path(out_dir)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        # The generic fast class under the name every transformers version knows (4.x has no TokenizersBackend).
+        edit_json(tmp / "tokenizer_config.json", tokenizer_class="PreTrainedTokenizerFast")
         edit_config(tmp, num_labels=1)  # transformers writes only id2label; tools read num_labels
         if with_code:
             add_remote_code(tmp)
-        card = model_card(net, kind, uses_template(tokenizer, settings), metrics or {}, training_config or {},
-                          source, run_config, metrics_note)
+        card = model_card(net, kind, metrics or {}, training_config or {}, source, run_config, metrics_note,
+                          text_pair=lays_out_pairs(tokenizer))
         (tmp / MODEL_CARD).write_text(card)
         write_manifest(tmp, {"kind": kind, "head": net.config.head, "checkpoint": source,
                              "metrics": metrics or {}})
@@ -128,19 +130,17 @@ def merge_lora(net: VRMForSequenceClassification, in_place: bool = False) -> VRM
     return net
 
 
-def without_token_types(tokenizer):
-    """The tokenizer (a copy if changed) without ``token_type_ids`` among its outputs.
-
-    For a model that was trained without segment ids: a caller's ``model(**tokenizer(text))`` must not hand it
-    any (GPT-2, for one, would add them as embeddings). ``init_kwargs`` is what ``save_pretrained`` writes.
-    """
-    names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
-    if names == list(tokenizer.model_input_names):
-        return tokenizer
-    tokenizer = copy.deepcopy(tokenizer)
-    tokenizer.model_input_names = names
-    tokenizer.init_kwargs["model_input_names"] = names
-    return tokenizer
+def model_contract(net: VRMForSequenceClassification, tokenizer) -> tuple[InputContract, Any]:
+    """The model's input contract and a tokenizer that carries it (:func:`vrm.scoring.scorer.contract_of`); a model
+    trained before the contract gets it where the old rule gave the same ids, and its config then records the
+    marker."""
+    try:
+        contract, carrier = contract_of(tokenizer, TokenizationSettings.from_config(net.config))
+    except ContractError as err:
+        raise ExportError(str(err)) from err
+    if net.config.prompt_end_ids is None:
+        net.config.prompt_end_ids = list(contract.prompt_end_ids)
+    return contract, carrier
 
 
 def is_peft_model(module: torch.nn.Module) -> bool:
@@ -152,7 +152,8 @@ def is_peft_model(module: torch.nn.Module) -> bool:
     return isinstance(module, PeftModel)
 
 
-def plain_model(net: VRMForSequenceClassification, tokenizer) -> tuple[PreTrainedModel, Any]:
+def plain_model(net: VRMForSequenceClassification, tokenizer, contract: InputContract
+                ) -> tuple[PreTrainedModel, Any]:
     """The BT model as its encoder architecture's ``...ForSequenceClassification``, checked to give our rewards.
 
     Returns the model and a tokenizer copy whose padding (right, with ``config.pad_token_id``) it needs.
@@ -171,7 +172,8 @@ def plain_model(net: VRMForSequenceClassification, tokenizer) -> tuple[PreTraine
             "...ForSequenceClassification (it reads the last non-padding token). Export without --plain "
             "(add --with-code for tools that never import vrm)")
     settings = TokenizationSettings.from_config(cfg)
-    probe = [settings.pair_encoder(tokenizer, "truncate_prompt_left").encode(p, r) for p, r in PROBE_PAIRS]
+    probe = [settings.pair_encoder(tokenizer, "truncate_prompt_left", contract=contract).encode(p, r)
+             for p, r in PROBE_PAIRS]
     tokenizer = copy.deepcopy(tokenizer)
     pad_id = plain_pad_id(tokenizer, {e.input_ids[-1] for e in probe})
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
@@ -224,10 +226,14 @@ def check_same_rewards(net: VRMForSequenceClassification, plain: PreTrainedModel
 
 def edit_config(folder: Path, **entries: Any) -> None:
     """Set top-level entries of the folder's config.json."""
-    config_path = folder / "config.json"
-    config = json.loads(config_path.read_text())
-    config.update(entries)
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    edit_json(folder / "config.json", **entries)
+
+
+def edit_json(path: Path, **entries: Any) -> None:
+    """Set top-level entries of a JSON object file."""
+    content = json.loads(path.read_text())
+    content.update(entries)
+    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def add_remote_code(folder: Path) -> None:
@@ -292,8 +298,8 @@ model = AutoModelForSequenceClassification.from_pretrained("{path}")
 }
 
 
-def model_card(net: VRMForSequenceClassification, kind: str, template: bool, metrics: dict, training_config: dict,
-               source: str, run_config: str | None, metrics_note: str | None) -> str:
+def model_card(net: VRMForSequenceClassification, kind: str, metrics: dict, training_config: dict,
+               source: str, run_config: str | None, metrics_note: str | None, text_pair: bool = True) -> str:
     cfg = net.config
     arch = cfg.encoder_config.get("model_type", "?")
     settings = TokenizationSettings.from_config(cfg)
@@ -310,10 +316,11 @@ def model_card(net: VRMForSequenceClassification, kind: str, template: bool, met
         f" as a `{kind}` folder.", "",
         "## Use", "", USAGE[kind].replace("{path}", "PATH").replace(
             "{class_name}", MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(arch, "...ForSequenceClassification")),
-        "", "## Scoring", "", scoring, "",
+        "", "## Input", "", INPUT_CONTRACT_TEXT.format(marker=list(settings.prompt_end_ids or ())), "",
+        client_usage(kind, "PATH", text_pair), "", "## Scoring", "", scoring, "",
         f"Encoder kind `{settings.encoder_kind}`, pooling `{cfg.pooling}`, max {settings.max_sequence_length} tokens "
-        f"per (prompt, response), over-long pairs `{settings.truncation}`; the tokenizer's chat template is "
-        f"{'applied to the prompt messages' if template else 'not used (plain-text prompts)'}.", "",
+        f"per (prompt, response), over-long pairs `{settings.truncation}` (by `vrm.RewardScorer`; other clients "
+        "truncate, or filter, by their own settings).", "",
         "## Metrics", "",
     ]
     if metrics:

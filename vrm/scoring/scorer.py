@@ -1,8 +1,9 @@
 """``RewardScorer``: load an exported reward model and score (prompt, response) pairs.
 
-It tokenises with the rule the model was trained with (:class:`vrm.data.tokenize.PairEncoder`, settings read from
-the exported config), batches longest-first so padding is small, and runs in ``torch.inference_mode``. It loads
-both export kinds of :mod:`vrm.scoring.export`: the VRM folder (``model_type: vrm``, either head) and the plain
+It tokenises with the rule the model was trained with, the input contract (:mod:`vrm.data.contract`: the export's
+chat template and the marker in its config, through :class:`vrm.data.tokenize.PairEncoder`), passes the model the
+ids alone (it finds the prompt/response boundary itself, as it does for any client), batches longest-first so
+padding is small, and runs in ``torch.inference_mode``. It loads both export kinds of :mod:`vrm.scoring.export`: the VRM folder (``model_type: vrm``, either head) and the plain
 ``...ForSequenceClassification`` folder of a BT model (``vrm_tokenization`` in its config).
 """
 
@@ -14,8 +15,17 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from vrm.data.contract import (
+    ContractError,
+    InputContract,
+    build_contract,
+    carried_contract,
+    contract_tokenizer,
+    prompt_end,
+    reproduces_legacy_rule,
+)
 from vrm.data.schema import Message
 from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
 from vrm.data.tokenize import EncodedSequence, pad_sequences
@@ -26,6 +36,32 @@ from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, Prompt, Scorer, plain_pair
 
 #: Weight files that are pickles (arbitrary code on load): a folder holding one is refused.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def contract_of(tokenizer, settings: TokenizationSettings) -> tuple[InputContract, PreTrainedTokenizerBase]:
+    """The input contract of a loaded model and a tokenizer that carries it.
+
+    An exported tokenizer carries it (:func:`vrm.data.contract.carried_contract`). A training run's tokenizer (vrm-eval
+    on a checkpoint) gets it built, as training did, and is converted to the exported form. A model trained before
+    the contract (no marker) carries on where the old rule equals the contract
+    (:func:`vrm.data.contract.reproduces_legacy_rule`: BERT-like tokenizers); other old models are refused.
+    """
+    contract = carried_contract(tokenizer)
+    if contract is None:
+        if settings.prompt_end_ids is None and not reproduces_legacy_rule(tokenizer, settings.encoder_kind,
+                                                                            settings.use_chat_template):
+            raise ContractError(
+                f"the model was trained before the input contract with the old {settings.encoder_kind} tokenisation "
+                "(a blank line after the prompt, or a chat template's prompt and response tokenised apart), which "
+                "the contract cannot reproduce: retrain it with this vrm version, or score it with the vrm version "
+                "that trained it")
+        contract = build_contract(tokenizer, settings.encoder_kind, settings.use_chat_template)
+        tokenizer = contract_tokenizer(tokenizer, contract, settings.encoder_kind)
+    if settings.prompt_end_ids is not None and contract.prompt_end_ids != settings.prompt_end_ids:
+        raise ContractError(f"the model's prompt_end_ids {list(settings.prompt_end_ids)} are not its tokenizer's "
+                            f"marker {list(contract.prompt_end_ids)}: load the tokenizer it was trained or exported "
+                            "with")
+    return contract, tokenizer
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -58,27 +94,6 @@ def check_safetensors_only(path: str | Path) -> Path:
     return path
 
 
-def default_response_marker(tokenizer, settings: TokenizationSettings) -> str:
-    """The generation prompt of the chat template the model was trained with, else :data:`DEFAULT_RESPONSE_MARKER`.
-
-    The generation prompt is what ``add_generation_prompt=True`` appends after the last user turn (for example
-    ``<|im_start|>assistant\\n``), so a rendered conversation's response follows its last occurrence.
-    """
-    if not uses_template(tokenizer, settings):
-        return DEFAULT_RESPONSE_MARKER
-    probe = [{"role": "user", "content": "x"}]
-    without = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False)
-    with_prompt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
-    marker = with_prompt[len(without):] if with_prompt.startswith(without) else ""
-    return marker or DEFAULT_RESPONSE_MARKER
-
-
-def uses_template(tokenizer, settings: TokenizationSettings) -> bool:
-    """Whether the training rule rendered conversations with the tokenizer's chat template (decoder-only)."""
-    return (settings.encoder_kind == "decoder" and settings.use_chat_template
-            and getattr(tokenizer, "chat_template", None) is not None)
-
-
 class RewardScorer(Scorer):
     """Scores with an exported reward model (VRM or BT head, or a plain BT export), tokenising as training did.
 
@@ -97,13 +112,16 @@ class RewardScorer(Scorer):
         self.device = resolve_device(device)
         dtype = resolve_dtype(dtype)
         self.model = model.eval().to(self.device, dtype=dtype) if dtype is not None else model.eval().to(self.device)
-        self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.settings = TokenizationSettings.from_config(model.config)
         s = self.settings
+        self.contract, tokenizer = contract_of(tokenizer, s)
+        self.tokenizer = tokenizer
         truncation = "truncate_prompt_left" if s.truncation == "drop" else s.truncation
-        self.encoder = s.pair_encoder(tokenizer, truncation)
+        self.encoder = s.pair_encoder(tokenizer, truncation, contract=self.contract)
         self.is_vrm_model = isinstance(model, VRMForSequenceClassification)
+        if self.is_vrm_model and model.config.prompt_end_ids is None:  # exported before the contract (same ids)
+            model.config.prompt_end_ids = list(self.contract.prompt_end_ids)
         self.name = model.config.head if self.is_vrm_model else "bt"
         if self.is_vrm_model:
             self.pad_id = tokenizer.pad_token_id or 0
@@ -112,8 +130,7 @@ class RewardScorer(Scorer):
             self.pad_id = model.config.pad_token_id
             if self.pad_id is None:
                 raise ValueError("a plain export needs config.pad_token_id to find the last token of a padded batch")
-        self.renders_template = uses_template(tokenizer, s)
-        self.response_marker = response_marker or default_response_marker(tokenizer, s)
+        self.response_marker = response_marker or DEFAULT_RESPONSE_MARKER
 
     @classmethod
     def from_pretrained(cls, path: str | Path, batch_size: int = 32, device: str | torch.device = "cpu",
@@ -136,38 +153,37 @@ class RewardScorer(Scorer):
         return self.encoder.encode(prompt, response)
 
     def encode_query(self, query: str, prompt: str | None = None) -> EncodedSequence:
-        """Encode a full conversation text, split by :func:`vrm.scoring.base.split_query`.
+        """Encode a full conversation text.
 
-        With a chat template the text is taken as rendered by it: the head (ending with the generation prompt)
-        and the response are tokenised as they are, exactly as the template path of training does. Without one
-        the split gives a (prompt, response) pair (:func:`vrm.scoring.base.plain_pair`) scored like any other.
-        Padding-token text around the query is ignored.
+        A text rendered by the export's chat template (it holds the contract's marker) is tokenised as it is and
+        split where the model finds the boundary, as any client's would be. Any other text (an Anthropic HH
+        transcript, a policy's own rendering) is split by :func:`vrm.scoring.base.split_query` into a (prompt,
+        response) pair (:func:`vrm.scoring.base.plain_pair`) scored like any other. Padding-token text around the
+        query is ignored.
         """
         query = self._strip_token_text(query, self.tokenizer.pad_token)
+        ids = self.tokenizer(query, add_special_tokens=False)["input_ids"]
+        if prompt_end(ids, self.contract.prompt_end_ids) is not None:
+            return self.encoder.encode_rendered(ids)
         head, response = split_query(query, self.response_marker, prompt)
-        if not self.renders_template:
-            prompt_value, response = plain_pair(head, response, self.response_marker)
-            closing = self.tokenizer.convert_ids_to_tokens(self.encoder.closing_id) \
-                if self.encoder.closing_id is not None else None
-            return self.encode_pair(prompt_value, self._strip_token_text(response, closing, left=False))
-        ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in (head, response)]
-        prompt_ids, response_ids, _ = self.encoder.truncate(*ids)
-        return EncodedSequence(prompt_ids + response_ids, len(prompt_ids))
+        prompt_value, response = plain_pair(head, response, self.response_marker)
+        return self.encode_pair(prompt_value, self._strip_token_text(response, self.tokenizer.eos_token or self.tokenizer.sep_token,
+                                                                    left=False))
 
     @staticmethod
     def _strip_token_text(text: str, token: str | None, left: bool = True) -> str:
-        """``text`` without repeats of ``token`` at its end (and start) and the whitespace around them."""
+        """``text`` without repeats of ``token`` at its end (and start) and the whitespace outside them; a text
+        without the token keeps its whitespace (a chat template's rendering may end with a newline)."""
         if not token:
             return text
-        stripped = None
-        while stripped != text:
-            stripped = text
-            text = text.strip()
-            if text.endswith(token):
-                text = text[:-len(token)]
-            if left and text.startswith(token):
-                text = text[len(token):]
-        return text
+        while True:
+            outer = text.strip()
+            if outer.endswith(token):
+                text = outer[:-len(token)]
+            elif left and outer.startswith(token):
+                text = outer[len(token):]
+            else:
+                return text
 
     # -- scoring ----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -200,12 +216,8 @@ class RewardScorer(Scorer):
         ids, mask = ids.to(self.device), mask.to(self.device)
         if not self.is_vrm_model:
             return {"reward": self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().tolist()}
-        types = None
-        if self.encoder.use_token_types:
-            types = pad_sequences([e.token_type_ids for e in batch], 0)[0].to(self.device)
-        prompt_lengths = torch.tensor([e.prompt_length for e in batch], device=self.device)
-        out = self.model(ids, mask, token_type_ids=types, prompt_lengths=prompt_lengths, return_details=True,
-                         num_samples=num_samples)
+        # The ids alone, as every client passes them: the model finds the prompt/response boundary itself.
+        out = self.model(ids, mask, return_details=True, num_samples=num_samples)
         fields = {"reward": out.logits[:, 0], "objective_scores": out.objective_scores, "weights": out.weights,
                   "reward_std": out.reward_std}
         return {k: v.float().cpu().tolist() for k, v in fields.items() if v is not None}

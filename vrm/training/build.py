@@ -16,6 +16,7 @@ import pyro
 from omegaconf import DictConfig, OmegaConf
 
 from vrm.config import ModelConfig, TrainConfig
+from vrm.data.contract import build_contract
 from vrm.models.encoder import LoadedEncoder, load_encoder, lora_settings
 from vrm.models.modeling_vrm import VRMConfig
 from vrm.training.datamodule import PreferenceDataModule
@@ -71,7 +72,8 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
         arch["prompt_repr"] = "shared" if enc.kind == "decoder" else "separate"
     arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, encoder_config=enc.model.config.to_dict(),
                 max_sequence_length=cfg.data.max_length, truncation=cfg.data.truncation,
-                use_chat_template=cfg.encoder.use_chat_template, length_chunks=cfg.encoder.length_chunks)
+                use_chat_template=cfg.encoder.use_chat_template, length_chunks=cfg.encoder.length_chunks,
+                prompt_end_ids=build_contract(enc.tokenizer, enc.kind, cfg.encoder.use_chat_template).prompt_end_ids)
     VRMConfig(**arch)  # validates the combination before any data is loaded
     return arch
 

@@ -56,7 +56,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.features: dict[str, dict[str, torch.Tensor]] = {}
         self._settings_key = "|".join(map(str, (
             tokenizer_fingerprint(tokenizer), encoder_kind, cfg.max_length, cfg.truncation, use_token_types,
-            self.pair_encoder.use_chat_template, 2)))
+            self.pair_encoder.contract.fingerprint(), 3)))
 
     # -- data preparation -------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
