@@ -19,6 +19,8 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 HEADS = ("vrm", "bt")
+#: The Bradley-Terry head: ``linear`` (a bias-free linear map of h(x, y)) or ``mlp`` (VRM's head capacity).
+BT_HEADS = ("linear", "mlp")
 POOLINGS = ("last", "mean", "cls")
 PROMPT_REPRS = ("separate", "shared", "prefix")
 ENCODER_KINDS = ("bidirectional", "decoder")
@@ -48,6 +50,8 @@ class VRMConfig(PretrainedConfig):
         concentration_max: float = 1e3,
         use_weight_latent: bool = True,
         use_feature_latent: bool = True,
+        bt_head: str = "linear",
+        bt_aspect_heads: int = 0,
         max_sequence_length: int = 512,
         truncation: str = "truncate_prompt_left",
         use_chat_template: bool = True,
@@ -72,6 +76,8 @@ class VRMConfig(PretrainedConfig):
         self.concentration_max = concentration_max
         self.use_weight_latent = use_weight_latent
         self.use_feature_latent = use_feature_latent
+        self.bt_head = bt_head
+        self.bt_aspect_heads = bt_aspect_heads
         # How (prompt, response) become ids (vrm.data.tokenize.PairEncoder), so scorers tokenise as training did.
         self.max_sequence_length = max_sequence_length
         self.truncation = truncation
@@ -92,6 +98,7 @@ class VRMConfig(PretrainedConfig):
             (self.weight_posterior in ("prompt", "pair"), "weight_posterior", self.weight_posterior,
              ("prompt", "pair")),
             (self.weight_prior in ("fixed", "learned"), "weight_prior", self.weight_prior, ("fixed", "learned")),
+            (self.bt_head in BT_HEADS, "bt_head", self.bt_head, BT_HEADS),
         ]
         for ok, key, value, allowed in checks:
             if not ok:
@@ -111,6 +118,11 @@ class VRMConfig(PretrainedConfig):
         if self.prompt_repr == "prefix" and self.pooling != "mean":
             raise ValueError(f"prompt_repr='prefix' needs pooling='mean', not {self.pooling!r}: the first token is a "
                              "prompt token, which the prefix mask keeps from seeing the response")
+        if not isinstance(self.bt_aspect_heads, int) or self.bt_aspect_heads < 0:
+            raise ValueError(f"bt_aspect_heads={self.bt_aspect_heads!r} must be an integer >= 0")
+        if self.bt_aspect_heads and self.bt_head != "mlp":
+            raise ValueError("bt_aspect_heads needs bt_head='mlp': the aspect heads and the reward share its hidden "
+                             "layer (with a linear head they would share nothing)")
         if self.prior_concentration <= 0:
             raise ValueError(f"prior_concentration={self.prior_concentration} must be > 0")
         if not isinstance(self.length_chunks, int) or self.length_chunks < 1:
@@ -361,17 +373,28 @@ class VRMHead(nn.Module):
 
 
 class BTHead(nn.Module):
-    """The plain Bradley-Terry head: a linear map of the pooled representation to a scalar.
+    """The Bradley-Terry head: a map of the pooled representation to a scalar reward.
 
-    No bias: it cancels in r+ - r-, so it would never be trained (as in ``LlamaForSequenceClassification``).
+    ``linear``: one bias-free linear map (as ``LlamaForSequenceClassification``'s score). ``mlp``: a hidden layer of
+    ``hidden_dim`` units (GELU) first, VRM's head capacity. With ``num_aspects`` A > 0 (``mlp`` only), A aspect heads
+    read the same hidden layer, so training them on rated aspects shapes the representation the reward reads (the
+    multi-objective heads of ArmoRM, with the BT reward on top); their scores are ``objective_scores``. No bias on the
+    reward: it cancels in r+ - r-, so it would never be trained.
     """
 
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, kind: str = "linear", hidden_dim: int = 128, num_aspects: int = 0):
         super().__init__()
-        self.score = nn.Linear(hidden_size, 1, bias=False)
+        if kind not in BT_HEADS:
+            raise ValueError(f"bt_head={kind!r} is not one of {BT_HEADS}")
+        self.trunk = None if kind == "linear" else nn.Sequential(nn.Linear(hidden_size, hidden_dim), nn.GELU())
+        width = hidden_size if self.trunk is None else hidden_dim
+        self.score = nn.Linear(width, 1, bias=False)
+        self.aspect_scores = nn.Linear(width, num_aspects) if num_aspects else None
 
     def forward(self, h_xy: torch.Tensor, h_x: torch.Tensor | None = None) -> VRMHeadOutput:
-        return VRMHeadOutput(reward=self.score(h_xy).squeeze(-1))
+        features = h_xy if self.trunk is None else self.trunk(h_xy)
+        aspects = None if self.aspect_scores is None else self.aspect_scores(features)
+        return VRMHeadOutput(reward=self.score(features).squeeze(-1), objective_scores=aspects)
 
 
 @dataclass
@@ -410,7 +433,8 @@ class VRMForSequenceClassification(PreTrainedModel):
         super().__init__(config)
         self.encoder = encoder if encoder is not None else build_encoder(config.encoder_config)
         hidden = self.encoder.config.hidden_size
-        self.head = VRMHead(config, hidden) if config.head == "vrm" else BTHead(hidden)
+        self.head = VRMHead(config, hidden) if config.head == "vrm" else \
+            BTHead(hidden, config.bt_head, config.head_hidden_dim, config.bt_aspect_heads)
         # A peft (LoRA) wrapper's forward takes **kwargs and passes them on: ask the model it wraps.
         base = self.encoder.get_base_model() if hasattr(self.encoder, "get_base_model") else self.encoder
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters

@@ -55,21 +55,61 @@ def centering_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -
     return ((reward_chosen + reward_rejected) ** 2).mean()
 
 
-class BTObjective(nn.Module):
-    """-log sigmoid(r+ - r-) (+ optional reward centering)."""
+ASPECT_LOSSES = ("bt", "mse")
 
-    def __init__(self, head: BTHead, center_coef: float = 0.0, tau: float = 1.0):
+
+def aspect_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, a_pos: torch.Tensor, a_neg: torch.Tensor,
+                kind: str = "bt") -> torch.Tensor:
+    """L_aspect of (B, A) aspect scores against (B, A) ratings of chosen and rejected; NaN ratings are ignored.
+
+    ``bt``: -log sigmoid(sign(a+ - a-) (s+ - s-)) over the aspects rated differently on both sides; ``mse``: the
+    mean of (s - a)^2 over every rating.
+    """
+    if kind == "mse":
+        terms = [(s - a) ** 2 for s, a in ((s_pos, a_pos), (s_neg, a_neg))]
+        valid = [~torch.isnan(a) for a in (a_pos, a_neg)]
+        total = sum(torch.where(v, t, torch.zeros_like(t)).sum() for t, v in zip(terms, valid))
+        count = sum(v.sum() for v in valid)
+        return total / count.clamp_min(1)
+    valid = ~torch.isnan(a_pos) & ~torch.isnan(a_neg) & (a_pos != a_neg)
+    sign = torch.sign(torch.nan_to_num(a_pos - a_neg))
+    loss = -F.logsigmoid(sign * (s_pos - s_neg))
+    return torch.where(valid, loss, torch.zeros_like(loss)).sum() / valid.sum().clamp_min(1)
+
+
+def _check_aspect_loss(kind: str) -> None:
+    if kind not in ASPECT_LOSSES:
+        raise ValueError(f"aspect_loss={kind!r} is not one of {ASPECT_LOSSES}")
+
+
+class BTObjective(nn.Module):
+    """-log sigmoid(r+ - r-) (+ optional reward centering), plus ``aspect_coef`` L_aspect on the head's aspect heads
+    when it has them (``bt_aspect_heads``) and the batch carries ratings (the same loss as VRM's)."""
+
+    def __init__(self, head: BTHead, center_coef: float = 0.0, tau: float = 1.0, aspect_coef: float = 1.0,
+                 aspect_loss: str = "bt"):
         super().__init__()
+        _check_aspect_loss(aspect_loss)
         self.head, self.center_coef, self.tau = head, center_coef, tau
+        self.aspect_coef, self.aspect_loss = aspect_coef, aspect_loss
 
     def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0, aspects=None) -> ObjectiveOutput:
-        r_pos, r_neg = self.head(torch.cat([h_chosen, h_rejected])).reward.chunk(2)
+        out = self.head(torch.cat([h_chosen, h_rejected]))
+        r_pos, r_neg = out.reward.chunk(2)
         nll = -F.logsigmoid((r_pos - r_neg) / self.tau).mean()
         loss = nll
         terms = {"nll": nll}
         if self.center_coef:
             terms["center"] = centering_loss(r_pos, r_neg)
             loss = loss + self.center_coef * terms["center"]
+        if out.objective_scores is not None and aspects is not None and aspects[0].shape[-1] > 0 \
+                and self.aspect_coef:
+            num_aspects, num_heads = aspects[0].shape[-1], out.objective_scores.shape[-1]
+            if num_aspects > num_heads:
+                raise ValueError(f"{num_aspects} rated aspects but only bt_aspect_heads={num_heads}")
+            s_pos, s_neg = (s[:, :num_aspects] for s in out.objective_scores.chunk(2))
+            terms["aspect"] = aspect_loss(s_pos, s_neg, *aspects, kind=self.aspect_loss)
+            loss = loss + self.aspect_coef * terms["aspect"]
         return ObjectiveOutput(loss, r_pos, r_neg, {k: v.detach() for k, v in terms.items()})
 
 
@@ -104,8 +144,7 @@ class VRMObjective(nn.Module):
             raise ValueError(f"beta_w={beta_w} and beta_z={beta_z} must be >= 0")
         if tau <= 0:
             raise ValueError(f"tau={tau} must be > 0")
-        if aspect_loss not in ("bt", "mse"):
-            raise ValueError(f"aspect_loss={aspect_loss!r} is not one of ('bt', 'mse')")
+        _check_aspect_loss(aspect_loss)
         self.head = head
         self.beta_w, self.beta_z, self.tau = beta_w, beta_z, tau
         self.center_coef, self.aspect_coef, self.aspect_loss = center_coef, aspect_coef, aspect_loss
@@ -187,16 +226,7 @@ class VRMObjective(nn.Module):
             scores = tuple(self.head.score_head(self.head.feature_posterior_params(h)[0])
                            for h in (h_chosen, h_rejected))
         s_pos, s_neg = (s[:, :num_aspects] for s in scores)
-        if self.aspect_loss == "mse":
-            terms = [(s - a) ** 2 for s, a in ((s_pos, a_pos), (s_neg, a_neg))]
-            valid = [~torch.isnan(a) for a in (a_pos, a_neg)]
-            total = sum(torch.where(v, t, torch.zeros_like(t)).sum() for t, v in zip(terms, valid))
-            count = sum(v.sum() for v in valid)
-            return total / count.clamp_min(1)
-        valid = ~torch.isnan(a_pos) & ~torch.isnan(a_neg) & (a_pos != a_neg)
-        sign = torch.sign(torch.nan_to_num(a_pos - a_neg))
-        loss = -F.logsigmoid(sign * (s_pos - s_neg))
-        return torch.where(valid, loss, torch.zeros_like(loss)).sum() / valid.sum().clamp_min(1)
+        return aspect_loss(s_pos, s_neg, a_pos, a_neg, kind=self.aspect_loss)
 
     def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0,
                 aspects: tuple[torch.Tensor, torch.Tensor] | None = None) -> ObjectiveOutput:

@@ -46,7 +46,7 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
         prompt_repr = "shared" if enc.kind == "decoder" else "separate"
     keys = ("num_objectives", "feature_dim", "score_head", "head_hidden_dim", "weight_posterior", "weight_prior",
             "prior_concentration", "concentration_eps", "concentration_min", "concentration_max",
-            "use_weight_latent", "use_feature_latent")
+            "use_weight_latent", "use_feature_latent", "bt_head", "bt_aspect_heads")
     arch = {k: m[k] for k in keys}
     arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, prompt_repr=prompt_repr,
                 encoder_config=enc.model.config.to_dict(), max_sequence_length=cfg.data.max_length,
