@@ -56,8 +56,11 @@ METHODS: dict[str, tuple[str, ...]] = {
     "vrm_aspects_beta_z_0.001": ("model=vrm", "model.beta_z=0.001"),
     "vrm_aspects_sparse_w": ("model=vrm", "model.prior_concentration=0.3"),
     "vrm_aspects_coef_3": ("model=vrm", "model.aspect_coef=3"),
+    # longer training of the best baseline and of VRM: are the heads undertrained at 6 epochs?
+    "bt_mlp_20ep": ("model=bt", "model.bt_head=mlp", "trainer.max_epochs=20"),
+    "vrm_aspects_20ep": ("model=vrm", "trainer.max_epochs=20"),
 }
-BT_METHODS = ("bt", "bt_mlp", "bt_aspects")
+BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep")
 #: Every method of the frozen curves, in table order.
 FROZEN_METHODS = ("bt", "bt_mlp", "bt_aspects", "vrm", "vrm_aspects", "vrm_aspects_no_w", "vrm_aspects_no_z",
                   "vrm_aspects_no_latents")
@@ -101,7 +104,8 @@ GRIDS: dict[str, Grid] = {
                      notes="Cut to fit two shared CPU cores (a 16-pair MiniLM step takes 2-3 s there): 256 training "
                            "pairs, 1 epoch (16 steps), 150 test and shifted pairs; with one epoch both picks are the "
                            "same checkpoint"),
-    "search": Grid("search", "frozen", ("vrm_aspects_beta_z_0.001", "vrm_aspects_sparse_w", "vrm_aspects_coef_3"),
+    "search": Grid("search", "frozen", ("vrm_aspects_beta_z_0.001", "vrm_aspects_sparse_w", "vrm_aspects_coef_3",
+                                        "bt_mlp_20ep", "vrm_aspects_20ep"),
                    ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN),
     "confirm": Grid("confirm", "frozen_fresh_seeds", ("bt_mlp", "vrm_aspects"),
                     ((DEFAULT_STRENGTH, DEFAULT_TRAIN, (5, 6, 7)),), FROZEN,
@@ -228,11 +232,17 @@ def load_cells(results: Path) -> list[dict[str, Any]]:
 def summarise_cells(cells: list[dict[str, Any]]) -> dict[str, Any]:
     """Per (grid, setting, method): mean and std over seeds of the scores picked by each criterion, and the data."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for cell in cells:
+    for cell in sorted(cells, key=lambda c: c["seed"]):
         key = (cell["cells"], setting_name(cell["strength"], cell["num_train"]), cell["method"])
         groups.setdefault(key, []).append(cell)
     summary: dict[str, Any] = {}
-    for (cells_name, setting, method), members in sorted(groups.items()):
+    order = list(METHODS)
+
+    def position(item: tuple[tuple[str, str, str], list[dict[str, Any]]]) -> tuple:
+        (cells_name, _, method), members = item
+        return cells_name, members[0]["strength"], members[0]["num_train"], order.index(method)
+
+    for (cells_name, setting, method), members in sorted(groups.items(), key=position):
         entry: dict[str, Any] = {"strength": members[0]["strength"], "num_train": members[0]["num_train"],
                                  "seeds": [c["seed"] for c in members],
                                  "seconds": mean_std([c["seconds"] for c in members])}
@@ -283,6 +293,28 @@ def default_table(entries: dict[str, Any]) -> list[str]:
     return lines
 
 
+def paired_differences(entries: dict[str, Any]) -> list[str]:
+    """Each non-baseline method minus the best fair baseline (the BT method of highest mean shifted accuracy), paired
+    by seed (a seed is one data draw, shared by every method): mean ± std of the per-seed differences."""
+    baselines = [m for m in entries if m in BT_METHODS]
+    if not baselines:
+        return []
+    best = max(baselines, key=lambda m: entries[m]["by_val"]["shifted_acc"]["mean"])
+    lines = [f"Paired by seed against the best fair baseline here, `{best}` (difference of the means ± std of the "
+             "per-seed differences):", "", "| method | Δ shifted acc | Δ iid acc | seeds |", "|---|---|---|---|"]
+    for method, e in entries.items():
+        if method == best:
+            continue
+        common = [i for i, seed in enumerate(e["seeds"]) if seed in entries[best]["seeds"]]
+        deltas = {}
+        for metric in ("shifted_acc", "test_acc"):
+            ours = e["by_val"][metric]["values"]
+            theirs = dict(zip(entries[best]["seeds"], entries[best]["by_val"][metric]["values"]))
+            deltas[metric] = mean_std([ours[i] - theirs[e["seeds"][i]] for i in common])
+        lines.append(f"| {method} | {fmt(deltas['shifted_acc'])} | {fmt(deltas['test_acc'])} | {len(common)} |")
+    return lines
+
+
 def write_markdown(summary: dict[str, Any], grids: dict[str, Grid], path: Path, command: str) -> None:
     lines = ["# Robustness to a planted cue (synthetic benchmark v2)", "", f"Command: `{command}`", "",
              "Cells: mean ± sample std over seeds (each seed draws its own data and initialisation). Checkpoints: the "
@@ -302,6 +334,8 @@ def write_markdown(summary: dict[str, Any], grids: dict[str, Grid], path: Path, 
                 lines += [f"### {title} against {curve}", "", *grid_table(subset, metric), ""]
         for setting, entries in settings.items():
             lines += [f"### {setting}", "", *default_table(entries), ""]
+            if len(entries) > 1:
+                lines += [*paired_differences(entries), ""]
     path.write_text("\n".join(lines) + "\n")
 
 
