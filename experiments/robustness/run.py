@@ -56,6 +56,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "vrm_aspects_beta_z_0.001": ("model=vrm", "model.beta_z=0.001"),
     "vrm_aspects_sparse_w": ("model=vrm", "model.prior_concentration=0.3"),
     "vrm_aspects_coef_3": ("model=vrm", "model.aspect_coef=3"),
+    # the VRM code with both latents off and no aspects: where the fine-tuned VRM trails BT, is it the latents?
+    "vrm_no_latents": ("model=vrm", "model.aspect_coef=0", "model.use_weight_latent=false",
+                       "model.use_feature_latent=false"),
     # longer training of the best baseline and of VRM: are the heads undertrained at 6 epochs?
     "bt_mlp_20ep": ("model=bt", "model.bt_head=mlp", "trainer.max_epochs=20"),
     "vrm_aspects_20ep": ("model=vrm", "trainer.max_epochs=20"),
@@ -104,6 +107,11 @@ GRIDS: dict[str, Grid] = {
                      notes="Cut to fit two shared CPU cores (a 16-pair MiniLM step takes 2-3 s there): 256 training "
                            "pairs, 1 epoch (16 steps), 150 test and shifted pairs; with one epoch both picks are the "
                            "same checkpoint"),
+    "finetune_long": Grid("finetune_long", "finetune_long", ("bt", "bt_aspects", "vrm", "vrm_aspects", "vrm_no_latents"),
+                          ((DEFAULT_STRENGTH, 512, (0, 1, 2)),), (*FINETUNE, "trainer.max_epochs=2"),
+                          eval_sizes=(100, 150, 150),
+                          notes="The fine-tuned grid with the budget left: 512 training pairs, 2 epochs (64 steps), "
+                                "150 test and shifted pairs"),
     "search": Grid("search", "frozen", ("vrm_aspects_beta_z_0.001", "vrm_aspects_sparse_w", "vrm_aspects_coef_3",
                                         "bt_mlp_20ep", "vrm_aspects_20ep"),
                    ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN),
