@@ -63,11 +63,20 @@ def test_bt_objective_adds_the_aspect_term_and_it_trains_the_shared_layer():
     assert head.trunk[0].weight.grad.abs().sum() > 0 and head.aspect_scores.weight.grad.abs().sum() > 0
 
 
-def test_more_rated_aspects_than_heads_is_an_error():
+def test_more_rated_aspects_than_heads_train_the_first_heads_with_a_warning(caplog):
+    from vrm.models import objectives
+
+    objectives._WARNED_ASPECTS.clear()
+    torch.manual_seed(0)
     objective = BTObjective(BTHead(H, "mlp", HID, num_aspects=2))
-    ratings = torch.ones(2, 3)
-    with pytest.raises(ValueError, match="3 rated aspects but only bt_aspect_heads=2"):
-        objective(None, torch.randn(2, H), torch.randn(2, H), aspects=(ratings, ratings + 1))
+    h_pos, h_neg = torch.randn(2, H), torch.randn(2, H)
+    ratings = torch.tensor([[1.0, 5.0, 3.0], [2.0, 1.0, 4.0]])
+    with caplog.at_level("WARNING"):
+        out = objective(None, h_pos, h_neg, aspects=(ratings, ratings.flip(0)))
+    assert "rates 3 aspects but model.bt_aspect_heads=2" in caplog.text
+    scores = objective.head(torch.cat([h_pos, h_neg])).objective_scores
+    expected = aspect_loss(scores[:2], scores[2:], ratings[:, :2], ratings.flip(0)[:, :2])
+    assert float(out.terms["aspect"]) == pytest.approx(float(expected.detach()))
 
 
 def test_plain_bt_ignores_the_ratings():
@@ -105,3 +114,17 @@ def test_bt_with_aspect_heads_trains_on_the_synthetic_ratings_and_its_export_sco
     expected = rewards_one_by_one(module.net, encoded)
     scorer = RewardScorer.from_pretrained(tmp_path / "export", batch_size=2)
     assert scorer.score(PROMPTS, RESPONSES) == pytest.approx(expected, abs=1e-5)
+
+
+def test_vrm_with_fewer_objectives_than_rated_aspects_trains_on_the_first_ratings(tmp_path, caplog):
+    """Benchmark v2 rates 5 aspects; model.num_objectives=2 (as sweeps try) trains on the first 2, with a warning."""
+    from vrm.models import objectives
+    from vrm.training.train import train
+
+    objectives._WARNED_ASPECTS.clear()
+    cfg = compose_train(TINY_OVERRIDES + ["model.num_objectives=2", "data.synthetic.num_train=16",
+                                          "data.synthetic.num_validation=8", "test=false"], tmp_path)
+    with caplog.at_level("WARNING"):
+        metrics = train(cfg)
+    assert "rates 5 aspects but model.num_objectives=2" in caplog.text
+    assert math.isfinite(metrics["train/aspect_epoch"])

@@ -10,6 +10,7 @@ their outputs, and the logged KL terms and the deterministic rewards read the sa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import pyro
@@ -25,6 +26,10 @@ from vrm.models.modeling_vrm import BTHead, VRMHead
 #: Sample-site names, defined once for model and guide.
 SITE_W, SITE_Z_CHOSEN, SITE_Z_REJECTED, SITE_PREFERENCE = "w", "z_chosen", "z_rejected", "preference"
 PLATE = "pairs"
+log = logging.getLogger(__name__)
+#: (rated aspects, heads) pairs already warned about (see :func:`trained_aspects`).
+_WARNED_ASPECTS: set[tuple[int, int]] = set()
+
 #: poutine.scale refuses a scale of 0, so annealed KL weights start from this floor.
 KL_SCALE_FLOOR = 1e-6
 
@@ -77,6 +82,17 @@ def aspect_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, a_pos: torch.Tensor, a
     return torch.where(valid, loss, torch.zeros_like(loss)).sum() / valid.sum().clamp_min(1)
 
 
+def trained_aspects(num_aspects: int, num_heads: int, heads: str) -> int:
+    """How many of the rated aspects train heads: all of them, or the first ``num_heads`` when there are more
+    ratings than heads (warned once per combination, naming the setting to raise)."""
+    if num_aspects > num_heads and (num_aspects, num_heads) not in _WARNED_ASPECTS:
+        _WARNED_ASPECTS.add((num_aspects, num_heads))
+        log.warning("the data rates %d aspects but %s=%d: only the first %d ratings train the heads (raise %s to "
+                    "use them all, or set model.aspect_coef=0 to use none)", num_aspects, heads, num_heads,
+                    num_heads, heads)
+    return min(num_aspects, num_heads)
+
+
 def _check_aspect_loss(kind: str) -> None:
     if kind not in ASPECT_LOSSES:
         raise ValueError(f"aspect_loss={kind!r} is not one of {ASPECT_LOSSES}")
@@ -104,11 +120,9 @@ class BTObjective(nn.Module):
             loss = loss + self.center_coef * terms["center"]
         if out.objective_scores is not None and aspects is not None and aspects[0].shape[-1] > 0 \
                 and self.aspect_coef:
-            num_aspects, num_heads = aspects[0].shape[-1], out.objective_scores.shape[-1]
-            if num_aspects > num_heads:
-                raise ValueError(f"{num_aspects} rated aspects but only bt_aspect_heads={num_heads}")
-            s_pos, s_neg = (s[:, :num_aspects] for s in out.objective_scores.chunk(2))
-            terms["aspect"] = aspect_loss(s_pos, s_neg, *aspects, kind=self.aspect_loss)
+            used = trained_aspects(aspects[0].shape[-1], out.objective_scores.shape[-1], "model.bt_aspect_heads")
+            s_pos, s_neg = (s[:, :used] for s in out.objective_scores.chunk(2))
+            terms["aspect"] = aspect_loss(s_pos, s_neg, *(a[:, :used] for a in aspects), kind=self.aspect_loss)
             loss = loss + self.aspect_coef * terms["aspect"]
         return ObjectiveOutput(loss, r_pos, r_neg, {k: v.detach() for k, v in terms.items()})
 
@@ -216,12 +230,11 @@ class VRMObjective(nn.Module):
 
     def aspect_term(self, h_chosen, h_rejected, aspects: tuple[torch.Tensor, torch.Tensor],
                     scores: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """L_aspect on g_k(mu_z) for the first A objectives; unrated (NaN) aspects are ignored. ``scores``: the
-        (B, K) g(mu_z) of chosen and rejected when already computed (else from ``h_chosen``, ``h_rejected``)."""
-        a_pos, a_neg = aspects  # (B, A) each, NaN where missing
-        num_aspects = a_pos.shape[-1]
-        if num_aspects > self.config.num_objectives:
-            raise ValueError(f"{num_aspects} rated aspects but only num_objectives={self.config.num_objectives}")
+        """L_aspect on g_k(mu_z) for the first A objectives (the first K ratings when A > K, with a warning); unrated
+        (NaN) aspects are ignored. ``scores``: the (B, K) g(mu_z) of chosen and rejected when already computed (else
+        from ``h_chosen``, ``h_rejected``)."""
+        num_aspects = trained_aspects(aspects[0].shape[-1], self.config.num_objectives, "model.num_objectives")
+        a_pos, a_neg = (a[:, :num_aspects] for a in aspects)  # (B, A) each, NaN where missing
         if scores is None:
             scores = tuple(self.head.score_head(self.head.feature_posterior_params(h)[0])
                            for h in (h_chosen, h_rejected))
