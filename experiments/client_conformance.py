@@ -71,10 +71,10 @@ def synthetic_pairs(n: int) -> list[dict[str, Any]]:
 
 def build_export(root: Path, model: str, encoder: str, options: dict, tokenizer: Any = None) -> Path:
     """A randomly initialised (seed 0) tiny model of the real training config, exported to ``root``."""
+    from vrm.config.compose import compose_config
     from vrm.models.encoder import load_encoder
     from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
     from vrm.scoring.export import export_model
-    from vrm.config.compose import compose_config
     from vrm.training.build import architecture
 
     # max_length 512: every pair fits, so no client truncates differently (vrm-score cuts by the training policy).

@@ -32,6 +32,7 @@ from vrm.models.encoder import load_encoder
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.export import (
     AUTO_MAP,
+    HEADS_FILE,
     MODEL_CARD,
     MODELING_FILE,
     POOLING_FILE,
@@ -282,12 +283,12 @@ def test_with_code_folder_holds_the_modeling_file_and_auto_map(code_exports):
     folder = code_exports["vrm-tiny_bert"]
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP and config["model_type"] == "vrm" and config["num_labels"] == 1
-    for name in (MODELING_FILE, POOLING_FILE):  # the modeling file and the one it imports relatively
+    for name in (MODELING_FILE, HEADS_FILE, POOLING_FILE):  # the modeling file and those it imports relatively
         source = (folder / name).read_text()
         imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
         assert imports <= {"__future__", "collections.abc", "inspect", "dataclasses", "warnings", "torch",
                            "torch.nn.functional", "torch.nn", "transformers", "transformers.modeling_outputs",
-                           "." + Path(POOLING_FILE).stem}, imports
+                           "." + Path(HEADS_FILE).stem, "." + Path(POOLING_FILE).stem}, imports
 
 
 def test_manifest_hashes_every_file_and_the_card_has_config_and_metrics(models, tmp_path):

@@ -86,7 +86,10 @@ def test_schema(default_splits):
     }
     for row in ds.select(range(50)):
         assert len(row["prompt"]) == 1 and row["prompt"][0]["role"] == "user"
-        assert row["margin"] is None and row["aspects_chosen"] == [] and row["aspects_rejected"] == []
+        assert row["margin"] is None
+        for side in ("chosen", "rejected"):
+            assert len(row[f"aspects_{side}"]) == len(synthetic.ASPECT_NAMES) == len(synthetic.ATTRIBUTES)
+            assert set(row[f"aspects_{side}"]) <= {1.0, 2.0, 3.0, 4.0, 5.0}
         assert row["subset"] == row["category"] and row["question_type"] == "open" and row["reference"] == ""
         assert row["true_weights"] == pytest.approx(synthetic.CATEGORIES[row["category"]])
         for side in ("chosen", "rejected"):
@@ -124,7 +127,9 @@ def test_rows_are_consistent_with_the_ground_truth(large_splits):
 ])
 def test_spurious_correlation_matches_its_parameter(large_splits, split, field):
     observed = np.mean(large_splits[split]["spurious_chosen"])
-    assert abs(observed - getattr(LARGE, field)) < 0.05
+    expected = 1 - LARGE.cue_strength if split == "shifted" else LARGE.cue_strength
+    assert getattr(LARGE, field) is None and synthetic.cue_strength(LARGE, split) == pytest.approx(expected)
+    assert abs(observed - expected) < 0.05
 
 
 def test_spurious_correlation_follows_the_config():
@@ -207,6 +212,9 @@ def test_true_reward():
 
 @pytest.mark.parametrize("change, message", [
     ({"spurious_corr_shifted": 1.5}, "spurious_corr_shifted"),
+    ({"cue_strength": -0.1}, "cue_strength"),
+    ({"cue": "bold"}, "synthetic.cue"),
+    ({"aspect_noise": -1.0}, "aspect_noise"),
     ({"label_temperature": 0.0}, "label_temperature"),
     ({"num_shifted": -1}, "num_shifted"),
 ])
@@ -241,7 +249,7 @@ def test_prompt_and_response_fit_in_64_minilm_tokens(default_splits):
     longest_topic = max(count(topic) for text in texts for topic in text.topics)
     parts = [
         max(count(t.format(topic=topic)) for text in texts for t in text.templates for topic in text.topics),
-        max(map(count, synthetic.SPURIOUS_OPENERS)),
+        max(map(count, synthetic.SPURIOUS_OPENERS + synthetic.FILLER_SENTENCES)),
         max(map(count, synthetic._POLITE_START[0] + synthetic._POLITE_START[1]
                 + synthetic._POLITE_END[0] + synthetic._POLITE_END[1])),
         max(count(s.format(topic="")) for s in sentences["answers"][0] + sentences["answers"][1]) + longest_topic,
@@ -249,3 +257,95 @@ def test_prompt_and_response_fit_in_64_minilm_tokens(default_splits):
         max(map(count, sentences["detail"][0] + tuple(d for text in texts for d in text.details))),
     ]
     assert 3 + sum(parts) <= 60
+
+
+# -- benchmark v2: the truth beats the cue; aspect ratings; cue kinds; v1 by config ---------------------------------
+def _oracle_and_cue_accuracy(ds: datasets.Dataset) -> tuple[float, float]:
+    """Accuracy of the true reward (ties 1/2) and of the rule "prefer the response with the cue" on a split."""
+    diffs = np.subtract(ds["true_reward_chosen"], ds["true_reward_rejected"])
+    oracle = float(np.mean(np.where(np.abs(diffs) > 1e-9, diffs > 0, 0.5)))
+    return oracle, float(np.mean(ds["spurious_chosen"]))
+
+
+@pytest.mark.parametrize("cue", synthetic.CUES)
+def test_the_truth_beats_the_cue_at_the_defaults(cue):
+    cfg = replace(SyntheticConfig(), cue=cue, num_train=4000, num_shifted=4000)
+    splits = synthetic.make_splits(cfg)
+    assert synthetic.oracle_accuracy(cfg.label_temperature) >= 0.9
+    for split in ("train", "shifted"):
+        oracle, cue_rule = _oracle_and_cue_accuracy(splits[split])
+        expected_cue = 1 - cfg.cue_strength if split == "shifted" else cfg.cue_strength
+        assert oracle >= 0.89 and abs(cue_rule - expected_cue) < 0.025, (split, oracle, cue_rule)
+        assert oracle > cue_rule + 0.1
+
+
+@pytest.mark.parametrize("strength", [0.5, 0.95])
+def test_cue_strength_sets_every_split(strength):
+    splits = synthetic.make_splits(replace(LARGE, cue_strength=strength))
+    for split in synthetic.SPLITS:
+        expected = 1 - strength if split == "shifted" else strength
+        assert abs(np.mean(splits[split]["spurious_chosen"]) - expected) < 0.04, split
+
+
+def test_cue_kinds_are_rendered():
+    for cue, pieces in (("opener", synthetic.SPURIOUS_OPENERS), ("filler", synthetic.FILLER_SENTENCES)):
+        others = synthetic.FILLER_SENTENCES if cue == "opener" else synthetic.SPURIOUS_OPENERS
+        for row in synthetic.make_split(replace(SMALL, cue=cue), "train").to_list():
+            for side in ("chosen", "rejected"):
+                text = row[side]
+                assert any(p in text for p in pieces) == row[f"spurious_{side}"], (cue, text)
+                assert not any(p in text for p in others)
+                if cue == "opener":
+                    assert _opener(text) == row[f"spurious_{side}"]
+
+
+def test_aspect_ratings_follow_the_attributes_and_never_the_cue(large_splits):
+    ratings, attributes, cue = [], [], []
+    for ds in large_splits.values():
+        for side in ("chosen", "rejected"):
+            ratings += ds[f"aspects_{side}"]
+            attributes += ds[f"attributes_{side}"]
+            cue += ds[f"spurious_{side}"]
+    ratings, attributes, cue = np.array(ratings), np.array(attributes), np.array(cue)
+    residual = ratings - (2 + 2 * attributes)  # the rating noise, (responses, aspects)
+    assert abs(residual.mean()) < 0.03 and 0.8 < residual.std() < 1.1
+    for k in range(len(synthetic.ASPECT_NAMES)):
+        for level in (0.0, 1.0):
+            at_level = attributes[:, k] == level
+            with_cue, without = residual[at_level & cue, k], residual[at_level & ~cue, k]
+            stderr = math.sqrt(with_cue.var() / len(with_cue) + without.var() / len(without))
+            assert abs(with_cue.mean() - without.mean()) < 4 * stderr, (k, level)
+    exact = synthetic.make_split(replace(SMALL, aspect_noise=0.0), "train")
+    for side in ("chosen", "rejected"):
+        assert exact[f"aspects_{side}"] == [[2.0 + 2.0 * a for a in row] for row in exact[f"attributes_{side}"]]
+
+
+def test_aspect_settings_leave_texts_and_labels_unchanged():
+    base = synthetic.make_split(SMALL, "train")
+    noisier = synthetic.make_split(replace(SMALL, aspect_noise=2.0), "train")
+    unrated = synthetic.make_split(replace(SMALL, aspect_ratings=False), "train")
+    assert base["chosen"] == noisier["chosen"] == unrated["chosen"]
+    assert base["rejected"] == noisier["rejected"] == unrated["rejected"]
+    assert base["aspects_chosen"] != noisier["aspects_chosen"]
+    assert unrated["aspects_chosen"] == [[]] * len(unrated)
+    assert min(min(r) for r in noisier["aspects_chosen"]) == 1.0 and max(max(r) for r in noisier["aspects_chosen"]) == 5.0
+
+
+def test_benchmark_v1_reproduces_the_old_generator():
+    """The rows of benchmark v1, hashed by the generator before v2 existed (commit fa06bbd)."""
+    import hashlib
+    import json
+
+    cfg = SyntheticConfig(num_train=50, num_validation=20, num_test=20, num_shifted=20, **synthetic.BENCHMARK_V1)
+    rows = {split: ds.to_list() for split, ds in synthetic.make_splits(cfg).items()}
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    assert digest == "ce6fa64379a9627893ea4b1a3c408d11572c6d9579fa469bdc3c7655846aead8"
+
+
+def test_the_v1_preset_sets_benchmark_v1():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    preset = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "experiment" / "synthetic_v1.yaml")
+    assert OmegaConf.to_container(preset.data.synthetic) == synthetic.BENCHMARK_V1

@@ -14,12 +14,22 @@ class SyntheticConfig:
     num_validation: int = 200
     num_test: int = 400
     num_shifted: int = 400
-    #: Probability that the chosen response (and not the rejected one) carries the spurious feature.
-    spurious_corr_train: float = 0.9
-    spurious_corr_test: float = 0.9
-    spurious_corr_shifted: float = 0.1
-    #: Bradley-Terry temperature of the synthetic labeller (lower = less label noise).
-    label_temperature: float = 0.15
+    #: Cue strength p: probability that the chosen response (and not the rejected one) carries the cue, in the
+    #: train, validation and test splits; the shifted split reverses it (1 - p).
+    cue_strength: float = 0.75
+    #: Per-split overrides of the cue strength (None: ``cue_strength``, and ``1 - cue_strength`` for shifted).
+    spurious_corr_train: float | None = None
+    spurious_corr_test: float | None = None
+    spurious_corr_shifted: float | None = None
+    #: The planted cue: ``opener`` (a stock "Great question!" opener) or ``filler`` (a content-free sentence).
+    cue: str = "opener"
+    #: Bradley-Terry temperature of the synthetic labeller (lower = less label noise; 0.07: the true reward's
+    #: accuracy on the labels is 0.91, above the cue's 0.75).
+    label_temperature: float = 0.07
+    #: Per-response 1-5 ratings of the true attributes, ``clip(round(2 + 2 * attribute + N(0, aspect_noise)), 1, 5)``,
+    #: in the canonical aspect columns (never influenced by the cue); False leaves them empty (benchmark v1).
+    aspect_ratings: bool = True
+    aspect_noise: float = 1.0
 
 
 @dataclass

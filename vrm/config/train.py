@@ -123,6 +123,12 @@ class ModelConfig:
     #: Ablations: without the weight latent (uniform w), without the feature latent (z = mu).
     use_weight_latent: bool = True
     use_feature_latent: bool = True
+    #: The BT head (``type: bt``): ``linear`` (bias-free linear map) or ``mlp`` (one ``head_hidden_dim`` hidden layer:
+    #: the capacity of VRM's heads).
+    bt_head: str = "linear"
+    #: BT only: aspect heads on the ``mlp`` head's hidden layer, trained on rated aspects with ``aspect_coef`` x
+    #: ``aspect_loss`` as VRM's are (the BT reward reads the same layer); 0 = none.
+    bt_aspect_heads: int = 0
     #: Training batches whose loss is NaN or Inf that may be skipped (each logged with its step and batch, the count
     #: reported at the end); one more stops the run. 0 = stop at the first (NonFiniteLossError names step and batch).
     max_nonfinite_batches: int = 0

@@ -1,4 +1,4 @@
-"""The embedded synthetic preference benchmark: known objective weights, known attributes, one planted shortcut.
+"""The embedded synthetic preference benchmark: known objective weights, known attributes, one planted cue.
 
 Nothing is downloaded; every row is a deterministic function of :class:`~vrm.config.data.SyntheticConfig`.
 
@@ -24,12 +24,23 @@ Generative story
    weights from :data:`CATEGORIES`, each a point on the simplex. The label is drawn from Bradley-Terry on the
    true rewards: ``P(A preferred) = sigmoid((r_A - r_B) / label_temperature)``; ``chosen`` is the winner.
    :func:`oracle_accuracy` gives the accuracy a scorer that knows the true reward can expect (the ceiling
-   without the shortcut): 0.755 at the default temperature 0.25 (0.83 at 0.15, 0.88 at 0.1).
-4. **Shortcut.** A stock opener ("Great question!" and variants) is prepended to exactly one response of the
-   pair. It does not enter the true reward. With probability ``p`` it goes on the chosen response, else on the
-   rejected one: ``p = spurious_corr_train`` (0.9) for train and validation, ``spurious_corr_test`` (0.9) for
-   the in-distribution test split, ``spurious_corr_shifted`` (0.1, reversed) for the ``shifted`` split. A
-   scorer that only reads the opener therefore scores ``p`` on each split.
+   without the cue): 0.91 at the default temperature 0.07 (0.90 at 0.08, 0.83 at 0.15, 0.755 at 0.25).
+4. **Cue.** Exactly one response of the pair carries the cue, which does not enter the true reward:
+   ``cue=opener``, a stock opener ("Great question!" and variants, :data:`SPURIOUS_OPENERS`) prepended, or
+   ``cue=filler``, a content-free sentence (:data:`FILLER_SENTENCES`) inserted at a random place in the body.
+   With probability ``p`` it goes on the chosen response, else on the rejected one: ``p = cue_strength`` (0.75)
+   for train, validation and the in-distribution test split, ``1 - cue_strength`` (0.25, reversed) for the
+   ``shifted`` split (``spurious_corr_train`` / ``_test`` / ``_shifted`` override a split's value). A scorer
+   that only reads the cue therefore scores ``p`` on each split: at the defaults the true reward (0.91) beats
+   the cue (0.75) on the training labels, so a model that fits the labels best has to read the attributes.
+5. **Aspect ratings.** Each response is rated 1-5 on each attribute (:data:`ASPECT_NAMES`, the order of the
+   canonical ``aspects_chosen`` / ``aspects_rejected`` columns): ``clip(round(2 + 2 * attribute + N(0,
+   aspect_noise)), 1, 5)``, from a random stream of their own, so the ratings never see the cue and changing
+   ``aspect_noise`` leaves texts and labels unchanged. ``aspect_ratings=false`` leaves the columns empty.
+
+Benchmark v1 (the defaults before the cue was made weaker than the truth: cue strength 0.9, temperature 0.15, no
+aspect ratings) is :data:`BENCHMARK_V1`, and ``experiment=synthetic_v1`` on the command line; its rows are
+exactly those of the old generator.
 
 Each split draws from its own random stream, derived from ``(cfg.seed, split)``, so splits are disjoint draws
 (prompts repeat across splits, since there are only 6 x 12 x 4 distinct prompts; the pairs are independent draws).
@@ -193,6 +204,18 @@ _POLITE_END = (
 
 #: The spurious stock openers (not part of the true reward); a response carries one iff its ``spurious`` flag.
 SPURIOUS_OPENERS = ("Great question!", "What a great question!", "Excellent question!", "Oh, great question!")
+#: The content-free sentences of ``cue=filler`` (no word of them says anything about an attribute).
+FILLER_SENTENCES = ("I looked into this for you.", "Here is my reply.", "I read your message twice.",
+                    "This is my take on it.")
+#: The kinds of planted cue (``SyntheticConfig.cue``).
+CUES = ("opener", "filler")
+#: Names of the aspect ratings, aligned with the canonical aspect columns: one per attribute.
+ASPECT_NAMES = ATTRIBUTES
+#: Rating scale of the aspect ratings.
+RATING_MIN, RATING_MAX = 1.0, 5.0
+#: The settings of benchmark v1 (``conf/experiment/synthetic_v1.yaml`` sets the same).
+BENCHMARK_V1: dict[str, Any] = {"cue_strength": 0.9, "label_temperature": 0.15, "cue": "opener",
+                                "aspect_ratings": False}
 
 _SPLIT_KEY = {split: index for index, split in enumerate(SPLITS)}
 
@@ -245,10 +268,18 @@ def make_split(cfg: SyntheticConfig, split: str) -> datasets.Dataset:
     num_rows = getattr(cfg, f"num_{split}")
     if not isinstance(num_rows, int) or num_rows < 0:
         raise ValueError(f"synthetic.num_{split} must be a non-negative integer, got {num_rows!r}")
-    spurious_corr = _spurious_corr(cfg, split)
+    spurious_corr = cue_strength(cfg, split)
     _check_temperature(cfg.label_temperature)
+    _check_cue(cfg.cue)
+    if not cfg.aspect_noise >= 0:
+        raise ValueError(f"synthetic.aspect_noise must be >= 0, got {cfg.aspect_noise}")
     rng = _split_rng(cfg.seed, split)
-    rows = [_make_row(rng, spurious_corr, cfg.label_temperature) for _ in range(num_rows)]
+    rows = [_make_row(rng, spurious_corr, cfg.label_temperature, cfg.cue) for _ in range(num_rows)]
+    if cfg.aspect_ratings:
+        rating_rng = random.Random(_derive_seed(cfg.seed, f"ratings-{_SPLIT_KEY[split]}"))
+        for row in rows:
+            for side in ("chosen", "rejected"):
+                row[f"aspects_{side}"] = aspect_ratings(row[f"attributes_{side}"], cfg.aspect_noise, rating_rng)
     columns = {name: [row[name] for row in rows] for name in SYNTHETIC_FEATURES}
     return datasets.Dataset.from_dict(columns, features=SYNTHETIC_FEATURES)
 
@@ -260,14 +291,15 @@ def sample_prompts(n: int, seed: int) -> list[dict]:
 
 
 def sample_candidates(prompt_info: dict, n: int, rng_or_seed: int | random.Random | np.random.Generator,
-                      spurious_prob: float = 0.5) -> list[dict]:
+                      spurious_prob: float = 0.5, cue: str = "opener") -> list[dict]:
     """``n`` candidate responses to a prompt from :func:`sample_prompts`, with known true rewards.
 
     Each candidate is ``{"response", "attributes", "spurious", "true_reward"}``; attributes are drawn as in the
-    benchmark and each candidate carries the spurious opener with probability ``spurious_prob``.
+    benchmark and each candidate carries the cue (:data:`CUES`) with probability ``spurious_prob``.
     """
     if not 0.0 <= spurious_prob <= 1.0:
         raise ValueError(f"spurious_prob must lie in [0, 1], got {spurious_prob}")
+    _check_cue(cue)
     category, topic = prompt_info["category"], prompt_info["topic"]
     _weights(category)
     rng = _as_random(rng_or_seed)
@@ -276,7 +308,7 @@ def sample_candidates(prompt_info: dict, n: int, rng_or_seed: int | random.Rando
         attributes = _sample_attributes(rng)
         spurious = rng.random() < spurious_prob
         candidates.append({
-            "response": _render_response(rng, category, topic, attributes, spurious),
+            "response": _render_response(rng, category, topic, attributes, spurious, cue),
             "attributes": [float(a) for a in attributes],
             "spurious": spurious,
             "true_reward": true_reward(category, attributes),
@@ -284,7 +316,26 @@ def sample_candidates(prompt_info: dict, n: int, rng_or_seed: int | random.Rando
     return candidates
 
 
-def _make_row(rng: random.Random, spurious_corr: float, temperature: float) -> dict:
+def aspect_ratings(attributes: Sequence[float], noise: float, rng: random.Random) -> list[float]:
+    """1-5 ratings of a response's attributes: ``clip(round(2 + 2 * a + N(0, noise)), 1, 5)`` each (half up)."""
+    return [min(max(math.floor(2.0 + 2.0 * float(a) + rng.gauss(0.0, noise) + 0.5), RATING_MIN), RATING_MAX)
+            for a in attributes]
+
+
+def cue_strength(cfg: SyntheticConfig, split: str) -> float:
+    """The probability that a pair of ``split`` has the cue on its chosen response."""
+    name = {"train": "spurious_corr_train", "validation": "spurious_corr_train",
+            "test": "spurious_corr_test", "shifted": "spurious_corr_shifted"}[split]
+    override = getattr(cfg, name)
+    key, value = (name, override) if override is not None else ("cue_strength", cfg.cue_strength)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"synthetic.{key} must lie in [0, 1], got {value}")
+    if override is None and split == "shifted":
+        value = 1.0 - value
+    return float(value)
+
+
+def _make_row(rng: random.Random, spurious_corr: float, temperature: float, cue: str) -> dict:
     info = _sample_prompt(rng)
     category, topic = info["category"], info["topic"]
     first = _sample_attributes(rng)
@@ -298,8 +349,8 @@ def _make_row(rng: random.Random, spurious_corr: float, temperature: float) -> d
         else ((second, reward_second), (first, reward_first))
     )
     spurious_chosen = rng.random() < spurious_corr
-    chosen = _render_response(rng, category, topic, chosen_attrs, spurious_chosen)
-    rejected = _render_response(rng, category, topic, rejected_attrs, not spurious_chosen)
+    chosen = _render_response(rng, category, topic, chosen_attrs, spurious_chosen, cue)
+    rejected = _render_response(rng, category, topic, rejected_attrs, not spurious_chosen, cue)
     if chosen == rejected:
         raise RuntimeError(f"identical responses for different attributes {chosen_attrs}, {rejected_attrs}")
     return {
@@ -335,7 +386,7 @@ def _sample_attributes(rng: random.Random) -> tuple[int, ...]:
 
 
 def _render_response(rng: random.Random, category: str, topic: str, attributes: Sequence[float],
-                     spurious: bool) -> str:
+                     spurious: bool, cue: str = "opener") -> str:
     """Compose a response whose attribute levels are ``attributes`` (see the module docstring)."""
     on_topic, answers, polite, safe, detail = (int(a) for a in attributes)
     subject_category, subject_topic = category, topic
@@ -348,11 +399,13 @@ def _render_response(rng: random.Random, category: str, topic: str, attributes: 
         rng.choice(_TEXT[subject_category].details if detail else _SENTENCES["detail"][0]),
     ]
     rng.shuffle(body)
+    if spurious and cue == "filler":
+        body.insert(rng.randrange(len(body) + 1), rng.choice(FILLER_SENTENCES))
     if rng.random() < 0.5:
         body.insert(0, rng.choice(_POLITE_START[polite]))
     else:
         body.append(rng.choice(_POLITE_END[polite]))
-    if spurious:
+    if spurious and cue == "opener":
         body.insert(0, rng.choice(SPURIOUS_OPENERS))
     return " ".join(body)
 
@@ -363,13 +416,9 @@ def _weights(category: str) -> tuple[float, ...]:
     return CATEGORIES[category]
 
 
-def _spurious_corr(cfg: SyntheticConfig, split: str) -> float:
-    name = {"train": "spurious_corr_train", "validation": "spurious_corr_train",
-            "test": "spurious_corr_test", "shifted": "spurious_corr_shifted"}[split]
-    value = getattr(cfg, name)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"synthetic.{name} must lie in [0, 1], got {value}")
-    return float(value)
+def _check_cue(cue: str) -> None:
+    if cue not in CUES:
+        raise ValueError(f"synthetic.cue must be one of {CUES}, got {cue!r}")
 
 
 def _check_temperature(temperature: float) -> None:

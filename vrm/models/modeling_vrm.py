@@ -20,6 +20,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .heads import BT_HEADS, BTHead, VRMHead
 from .pooling import (
     POOLINGS,
     find_prompt_lengths,
@@ -62,6 +63,8 @@ class VRMConfig(PretrainedConfig):
         concentration_max: float = 1e3,
         use_weight_latent: bool = True,
         use_feature_latent: bool = True,
+        bt_head: str = "linear",
+        bt_aspect_heads: int = 0,
         max_sequence_length: int = 512,
         truncation: str = "truncate_prompt_left",
         use_chat_template: bool = True,
@@ -87,6 +90,8 @@ class VRMConfig(PretrainedConfig):
         self.concentration_max = concentration_max
         self.use_weight_latent = use_weight_latent
         self.use_feature_latent = use_feature_latent
+        self.bt_head = bt_head
+        self.bt_aspect_heads = bt_aspect_heads
         # How (prompt, response) become ids (vrm.data.tokenize.PairEncoder), so scorers tokenise as training did.
         self.max_sequence_length = max_sequence_length
         self.truncation = truncation
@@ -110,6 +115,7 @@ class VRMConfig(PretrainedConfig):
             (self.weight_posterior in ("prompt", "pair"), "weight_posterior", self.weight_posterior,
              ("prompt", "pair")),
             (self.weight_prior in ("fixed", "learned"), "weight_prior", self.weight_prior, ("fixed", "learned")),
+            (self.bt_head in BT_HEADS, "bt_head", self.bt_head, BT_HEADS),
         ]
         for ok, key, value, allowed in checks:
             if not ok:
@@ -129,6 +135,11 @@ class VRMConfig(PretrainedConfig):
         if self.prompt_repr == "prefix" and self.pooling != "mean":
             raise ValueError(f"prompt_repr='prefix' needs pooling='mean', not {self.pooling!r}: the first token is a "
                              "prompt token, which the prefix mask keeps from seeing the response")
+        if not isinstance(self.bt_aspect_heads, int) or self.bt_aspect_heads < 0:
+            raise ValueError(f"bt_aspect_heads={self.bt_aspect_heads!r} must be an integer >= 0")
+        if self.bt_aspect_heads and self.bt_head != "mlp":
+            raise ValueError("bt_aspect_heads needs bt_head='mlp': the aspect heads and the reward share its hidden "
+                             "layer (with a linear head they would share nothing)")
         if self.prior_concentration <= 0:
             raise ValueError(f"prior_concentration={self.prior_concentration} must be > 0")
         if self.prompt_end_ids is not None and (not self.prompt_end_ids
@@ -146,107 +157,6 @@ class VRMConfig(PretrainedConfig):
     def scores_from_prior(self) -> bool:
         """Whether E[w | x] at scoring time comes from the prior network (pair posterior)."""
         return self.weight_posterior == "pair"
-
-
-def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
-
-
-@dataclass
-class VRMHeadOutput:
-    """Deterministic head quantities for a batch of (prompt, response) representations."""
-
-    reward: torch.Tensor  # (B,)
-    weights: torch.Tensor | None = None  # (B, K) E[w | x]
-    objective_scores: torch.Tensor | None = None  # (B, K) g(mu_z)
-
-
-class VRMHead(nn.Module):
-    """Inference networks and score head of the VRM (the Pyro program uses the same modules)."""
-
-    def __init__(self, config: VRMConfig, hidden_size: int):
-        super().__init__()
-        self.config = config
-        k, d, hid = config.num_objectives, config.feature_dim, config.head_hidden_dim
-        posterior_in = hidden_size * (3 if config.weight_posterior == "pair" else 1)
-        self.weight_posterior = _mlp(posterior_in, hid, k)
-        self.weight_prior = _mlp(hidden_size, hid, k) if config.weight_prior == "learned" else None
-        self.feature_posterior = nn.Linear(hidden_size, 2 * d)
-        self.score_head = nn.Linear(d, k) if config.score_head == "linear" else _mlp(d, hid, k)
-
-    def concentration(self, logits: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        return (F.softplus(logits) + c.concentration_eps).clamp(c.concentration_min, c.concentration_max)
-
-    def posterior_concentration(self, h_x: torch.Tensor, h_chosen: torch.Tensor | None = None,
-                                h_rejected: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, K) alpha_q: from the prompt, or (pair posterior) from prompt and both responses."""
-        if self.config.weight_posterior == "pair":
-            return self.concentration(self.weight_posterior(torch.cat([h_x, h_chosen, h_rejected], dim=-1)))
-        return self.concentration(self.weight_posterior(h_x))
-
-    def prior_concentration(self, h_x: torch.Tensor) -> torch.Tensor:
-        """(B, K) alpha_p: fixed symmetric alpha0, or the prompt-conditioned prior network."""
-        if self.weight_prior is not None:
-            return self.concentration(self.weight_prior(h_x))
-        k = self.config.num_objectives
-        return h_x.new_full((h_x.shape[0], k), float(self.config.prior_concentration))
-
-    def scoring_weights(self, h_x: torch.Tensor, alpha_q: torch.Tensor | None = None,
-                        alpha_p: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, K) E[w | x] used at scoring time (uniform when the weight latent is ablated). ``alpha_q``,
-        ``alpha_p``: the posterior and prior concentrations when already computed (else from ``h_x``)."""
-        if not self.config.use_weight_latent:
-            k = self.config.num_objectives
-            return h_x.new_full((h_x.shape[0], k), 1.0 / k)
-        if self.config.scores_from_prior:
-            alpha = alpha_p if alpha_p is not None else self.prior_concentration(h_x)
-        else:  # the prompt posterior (a pair posterior scores from the prior)
-            alpha = alpha_q if alpha_q is not None else self.posterior_concentration(h_x)
-        return alpha / alpha.sum(dim=-1, keepdim=True)
-
-    def feature_posterior_params(self, h_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, d) mean and (B, d) standard deviation of q(z | x, y)."""
-        mu, raw_scale = self.feature_posterior(h_xy).chunk(2, dim=-1)
-        return mu, F.softplus(raw_scale) + 1e-4
-
-    def forward(self, h_xy: torch.Tensor, h_x: torch.Tensor) -> VRMHeadOutput:
-        """Deterministic outputs; ``h_xy`` may hold several responses per prompt ((R * B, H) for (B, H) prompts,
-        response-major, as training's chosen-then-rejected rows): the weights are computed once per prompt."""
-        return self.rewards(self.scoring_weights(h_x), self.feature_posterior_params(h_xy)[0])
-
-    def rewards(self, weights: torch.Tensor, mu: torch.Tensor) -> VRMHeadOutput:
-        """r = E[w | x]^T g(mu) from (B, K) weights and (R * B, d) posterior means (R responses per prompt)."""
-        scores = self.score_head(mu)
-        repeats = mu.shape[0] // weights.shape[0]
-        row_weights = weights if repeats == 1 else weights.repeat(repeats, 1)
-        return VRMHeadOutput(reward=(row_weights * scores).sum(-1), weights=weights, objective_scores=scores)
-
-    def sample_rewards(self, h_xy: torch.Tensor, h_x: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """(S, B) rewards with w and z drawn from the posterior (prior net for a pair posterior)."""
-        alpha = self.prior_concentration(h_x) if self.config.scores_from_prior else \
-            self.posterior_concentration(h_x)
-        mu, sigma = self.feature_posterior_params(h_xy)
-        w = torch.distributions.Dirichlet(alpha).sample((num_samples,))
-        if not self.config.use_weight_latent:
-            w = torch.full_like(w, 1.0 / w.shape[-1])
-        z = torch.distributions.Normal(mu, sigma).sample((num_samples,)) if self.config.use_feature_latent \
-            else mu.expand(num_samples, *mu.shape)
-        return (w * self.score_head(z)).sum(-1)
-
-
-class BTHead(nn.Module):
-    """The plain Bradley-Terry head: a linear map of the pooled representation to a scalar.
-
-    No bias: it cancels in r+ - r-, so it would never be trained (as in ``LlamaForSequenceClassification``).
-    """
-
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.score = nn.Linear(hidden_size, 1, bias=False)
-
-    def forward(self, h_xy: torch.Tensor, h_x: torch.Tensor | None = None) -> VRMHeadOutput:
-        return VRMHeadOutput(reward=self.score(h_xy).squeeze(-1))
 
 
 @dataclass
@@ -286,7 +196,8 @@ class VRMForSequenceClassification(PreTrainedModel):
         super().__init__(config)
         self.encoder = encoder if encoder is not None else build_encoder(config.encoder_config)
         hidden = self.encoder.config.hidden_size
-        self.head = VRMHead(config, hidden) if config.head == "vrm" else BTHead(hidden)
+        self.head = VRMHead(config, hidden) if config.head == "vrm" else \
+            BTHead(hidden, config.bt_head, config.head_hidden_dim, config.bt_aspect_heads)
         # A peft (LoRA) wrapper's forward takes **kwargs and passes them on: ask the model it wraps.
         base = self.encoder.get_base_model() if hasattr(self.encoder, "get_base_model") else self.encoder
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters

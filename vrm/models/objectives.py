@@ -10,6 +10,7 @@ their outputs, and the logged KL terms and the deterministic rewards read the sa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import pyro
@@ -20,11 +21,15 @@ from pyro import poutine
 from pyro.infer import TraceMeanField_ELBO
 from torch import nn
 
-from vrm.models.modeling_vrm import BTHead, VRMHead
+from vrm.models.heads import BTHead, VRMHead
 
 #: Sample-site names, defined once for model and guide.
 SITE_W, SITE_Z_CHOSEN, SITE_Z_REJECTED, SITE_PREFERENCE = "w", "z_chosen", "z_rejected", "preference"
 PLATE = "pairs"
+log = logging.getLogger(__name__)
+#: (rated aspects, heads) pairs already warned about (see :func:`trained_aspects`).
+_WARNED_ASPECTS: set[tuple[int, int]] = set()
+
 #: poutine.scale refuses a scale of 0, so annealed KL weights start from this floor.
 KL_SCALE_FLOOR = 1e-6
 
@@ -55,21 +60,70 @@ def centering_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -
     return ((reward_chosen + reward_rejected) ** 2).mean()
 
 
-class BTObjective(nn.Module):
-    """-log sigmoid(r+ - r-) (+ optional reward centering)."""
+ASPECT_LOSSES = ("bt", "mse")
 
-    def __init__(self, head: BTHead, center_coef: float = 0.0, tau: float = 1.0):
+
+def aspect_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, a_pos: torch.Tensor, a_neg: torch.Tensor,
+                kind: str = "bt") -> torch.Tensor:
+    """L_aspect of (B, A) aspect scores against (B, A) ratings of chosen and rejected; NaN ratings are ignored.
+
+    ``bt``: -log sigmoid(sign(a+ - a-) (s+ - s-)) over the aspects rated differently on both sides; ``mse``: the
+    mean of (s - a)^2 over every rating.
+    """
+    if kind == "mse":
+        terms = [(s - a) ** 2 for s, a in ((s_pos, a_pos), (s_neg, a_neg))]
+        valid = [~torch.isnan(a) for a in (a_pos, a_neg)]
+        total = sum(torch.where(v, t, torch.zeros_like(t)).sum() for t, v in zip(terms, valid))
+        count = sum(v.sum() for v in valid)
+        return total / count.clamp_min(1)
+    valid = ~torch.isnan(a_pos) & ~torch.isnan(a_neg) & (a_pos != a_neg)
+    sign = torch.sign(torch.nan_to_num(a_pos - a_neg))
+    loss = -F.logsigmoid(sign * (s_pos - s_neg))
+    return torch.where(valid, loss, torch.zeros_like(loss)).sum() / valid.sum().clamp_min(1)
+
+
+def trained_aspects(num_aspects: int, num_heads: int, heads: str) -> int:
+    """How many of the rated aspects train heads: all of them, or the first ``num_heads`` when there are more
+    ratings than heads (warned once per combination, naming the setting to raise)."""
+    if num_aspects > num_heads and (num_aspects, num_heads) not in _WARNED_ASPECTS:
+        _WARNED_ASPECTS.add((num_aspects, num_heads))
+        log.warning("the data rates %d aspects but %s=%d: only the first %d ratings train the heads (raise %s to "
+                    "use them all, or set model.aspect_coef=0 to use none)", num_aspects, heads, num_heads,
+                    num_heads, heads)
+    return min(num_aspects, num_heads)
+
+
+def _check_aspect_loss(kind: str) -> None:
+    if kind not in ASPECT_LOSSES:
+        raise ValueError(f"aspect_loss={kind!r} is not one of {ASPECT_LOSSES}")
+
+
+class BTObjective(nn.Module):
+    """-log sigmoid(r+ - r-) (+ optional reward centering), plus ``aspect_coef`` L_aspect on the head's aspect heads
+    when it has them (``bt_aspect_heads``) and the batch carries ratings (the same loss as VRM's)."""
+
+    def __init__(self, head: BTHead, center_coef: float = 0.0, tau: float = 1.0, aspect_coef: float = 1.0,
+                 aspect_loss: str = "bt"):
         super().__init__()
+        _check_aspect_loss(aspect_loss)
         self.head, self.center_coef, self.tau = head, center_coef, tau
+        self.aspect_coef, self.aspect_loss = aspect_coef, aspect_loss
 
     def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0, aspects=None) -> ObjectiveOutput:
-        r_pos, r_neg = self.head(torch.cat([h_chosen, h_rejected])).reward.chunk(2)
+        out = self.head(torch.cat([h_chosen, h_rejected]))
+        r_pos, r_neg = out.reward.chunk(2)
         nll = -F.logsigmoid((r_pos - r_neg) / self.tau).mean()
         loss = nll
         terms = {"nll": nll}
         if self.center_coef:
             terms["center"] = centering_loss(r_pos, r_neg)
             loss = loss + self.center_coef * terms["center"]
+        if out.objective_scores is not None and aspects is not None and aspects[0].shape[-1] > 0 \
+                and self.aspect_coef:
+            used = trained_aspects(aspects[0].shape[-1], out.objective_scores.shape[-1], "model.bt_aspect_heads")
+            s_pos, s_neg = (s[:, :used] for s in out.objective_scores.chunk(2))
+            terms["aspect"] = aspect_loss(s_pos, s_neg, *(a[:, :used] for a in aspects), kind=self.aspect_loss)
+            loss = loss + self.aspect_coef * terms["aspect"]
         return ObjectiveOutput(loss, r_pos, r_neg, {k: v.detach() for k, v in terms.items()})
 
 
@@ -104,8 +158,7 @@ class VRMObjective(nn.Module):
             raise ValueError(f"beta_w={beta_w} and beta_z={beta_z} must be >= 0")
         if tau <= 0:
             raise ValueError(f"tau={tau} must be > 0")
-        if aspect_loss not in ("bt", "mse"):
-            raise ValueError(f"aspect_loss={aspect_loss!r} is not one of ('bt', 'mse')")
+        _check_aspect_loss(aspect_loss)
         self.head = head
         self.beta_w, self.beta_z, self.tau = beta_w, beta_z, tau
         self.center_coef, self.aspect_coef, self.aspect_loss = center_coef, aspect_coef, aspect_loss
@@ -177,26 +230,16 @@ class VRMObjective(nn.Module):
 
     def aspect_term(self, h_chosen, h_rejected, aspects: tuple[torch.Tensor, torch.Tensor],
                     scores: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """L_aspect on g_k(mu_z) for the first A objectives; unrated (NaN) aspects are ignored. ``scores``: the
-        (B, K) g(mu_z) of chosen and rejected when already computed (else from ``h_chosen``, ``h_rejected``)."""
-        a_pos, a_neg = aspects  # (B, A) each, NaN where missing
-        num_aspects = a_pos.shape[-1]
-        if num_aspects > self.config.num_objectives:
-            raise ValueError(f"{num_aspects} rated aspects but only num_objectives={self.config.num_objectives}")
+        """L_aspect on g_k(mu_z) for the first A objectives (the first K ratings when A > K, with a warning); unrated
+        (NaN) aspects are ignored. ``scores``: the (B, K) g(mu_z) of chosen and rejected when already computed (else
+        from ``h_chosen``, ``h_rejected``)."""
+        num_aspects = trained_aspects(aspects[0].shape[-1], self.config.num_objectives, "model.num_objectives")
+        a_pos, a_neg = (a[:, :num_aspects] for a in aspects)  # (B, A) each, NaN where missing
         if scores is None:
             scores = tuple(self.head.score_head(self.head.feature_posterior_params(h)[0])
                            for h in (h_chosen, h_rejected))
         s_pos, s_neg = (s[:, :num_aspects] for s in scores)
-        if self.aspect_loss == "mse":
-            terms = [(s - a) ** 2 for s, a in ((s_pos, a_pos), (s_neg, a_neg))]
-            valid = [~torch.isnan(a) for a in (a_pos, a_neg)]
-            total = sum(torch.where(v, t, torch.zeros_like(t)).sum() for t, v in zip(terms, valid))
-            count = sum(v.sum() for v in valid)
-            return total / count.clamp_min(1)
-        valid = ~torch.isnan(a_pos) & ~torch.isnan(a_neg) & (a_pos != a_neg)
-        sign = torch.sign(torch.nan_to_num(a_pos - a_neg))
-        loss = -F.logsigmoid(sign * (s_pos - s_neg))
-        return torch.where(valid, loss, torch.zeros_like(loss)).sum() / valid.sum().clamp_min(1)
+        return aspect_loss(s_pos, s_neg, a_pos, a_neg, kind=self.aspect_loss)
 
     def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0,
                 aspects: tuple[torch.Tensor, torch.Tensor] | None = None) -> ObjectiveOutput:

@@ -36,9 +36,9 @@ from vrm.data.contract import ContractError, InputContract, lays_out_pairs
 from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
 from vrm.data.tokenize import pad_sequences
 from vrm.errors import ExportError
-from vrm.scoring.client_usage import INPUT_CONTRACT_TEXT, client_usage
-from vrm.models import modeling_vrm, pooling
+from vrm.models import heads, modeling_vrm, pooling
 from vrm.models.modeling_vrm import VRMForSequenceClassification
+from vrm.scoring.client_usage import INPUT_CONTRACT_TEXT, client_usage
 from vrm.scoring.export_folder import atomic_folder, package_versions, write_manifest
 from vrm.scoring.scorer import contract_of
 from vrm.training.module import RewardModule
@@ -46,8 +46,8 @@ from vrm.training.module import RewardModule
 MODEL_CARD = "README.md"
 #: The remote-code file of a ``with_code`` export and the classes its ``auto_map`` names.
 MODELING_FILE = "modeling_vrm.py"
-#: The torch-only helpers ``modeling_vrm.py`` imports relatively (copied beside it).
-POOLING_FILE = "pooling.py"
+#: The files ``modeling_vrm.py`` imports relatively (copied beside it): the heads and the torch-only pooling helpers.
+HEADS_FILE, POOLING_FILE = "heads.py", "pooling.py"
 AUTO_MAP = {"AutoConfig": "modeling_vrm.VRMConfig",
             "AutoModelForSequenceClassification": "modeling_vrm.VRMForSequenceClassification"}
 #: Largest difference between the plain export's rewards and ours that counts as the same model.
@@ -239,6 +239,7 @@ def edit_json(path: Path, **entries: Any) -> None:
 def add_remote_code(folder: Path) -> None:
     """Copy the self-contained modeling files and point ``auto_map`` at them."""
     shutil.copyfile(modeling_vrm.__file__, folder / MODELING_FILE)
+    shutil.copyfile(heads.__file__, folder / HEADS_FILE)
     shutil.copyfile(pooling.__file__, folder / POOLING_FILE)
     edit_config(folder, auto_map=dict(AUTO_MAP))
 

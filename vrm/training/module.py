@@ -44,7 +44,8 @@ NONFINITE_KEY, ACC_BEST_KEY = "vrm_nonfinite_batches", "vrm_val_acc_best"
 def build_objective(net: VRMForSequenceClassification, model_cfg: dict[str, Any]):
     """The training objective of the configured head (spec defaults live in ``vrm.config.ModelConfig``)."""
     if net.config.head == "bt":
-        return BTObjective(net.head, center_coef=model_cfg["center_coef"], tau=model_cfg["tau"])
+        return BTObjective(net.head, center_coef=model_cfg["center_coef"], tau=model_cfg["tau"],
+                           aspect_coef=model_cfg.get("aspect_coef", 1.0), aspect_loss=model_cfg.get("aspect_loss", "bt"))
     return VRMObjective(net.head, num_samples=model_cfg["num_samples"], beta_w=model_cfg["beta_w"],
                         beta_z=model_cfg["beta_z"], tau=model_cfg["tau"], center_coef=model_cfg["center_coef"],
                         aspect_coef=model_cfg["aspect_coef"], aspect_loss=model_cfg["aspect_loss"],
