@@ -205,7 +205,8 @@ def reward_trainer_metrics(folder: Path, pairs: Sequence[dict], output_dir: Path
 def vrm_eval_metrics(folder: Path, pairs: Sequence[dict]) -> dict[str, float]:
     """What ``vrm-eval`` computes on the pairs: its scorer, its scoring of a split, its accuracy and margin."""
     from vrm.evaluation import metrics
-    from vrm.evaluation.evaluate import load_model_scorer, score_split
+    from vrm.evaluation.evaluate import score_split
+    from vrm.evaluation.load_scorer import load_model_scorer
 
     scores = score_split(load_model_scorer(folder), pairs)
     return {"accuracy": metrics.pairwise_accuracy(scores.chosen, scores.rejected),

@@ -99,9 +99,9 @@ def test_bt_with_aspect_heads_trains_on_the_synthetic_ratings_and_its_export_sco
     from test_export import PROMPTS, RESPONSES, encode_all, rewards_one_by_one
     from transformers import AutoTokenizer
 
+    from vrm.cli.train import train_and_export as train
     from vrm.scoring.scorer import RewardScorer
     from vrm.training.module import RewardModule
-    from vrm.training.train import train
 
     cfg = compose_train(TINY_OVERRIDES + ["model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5",
                                           "model.head_hidden_dim=8", "data.synthetic.num_train=16",

@@ -126,6 +126,8 @@ def test_cached_features_give_the_same_loss_and_rewards(tmp_path, model_type):
     _, module, dm, _ = frozen_setup(tmp_path, [f"model={model_type}"])
     batch = next(iter(dm.token_loader(dm.splits[VALIDATION])))
     cached = compute_features(module.net, [batch])
+    # the aspect ratings travel beside the features, as FeatureDataset.collate serves them (benchmark v2 has them)
+    cached.update({k: batch[k] for k in ("aspects_chosen", "aspects_rejected") if k in batch})
     module.train()
     outs = []
     for b in (batch, cached):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vrm.config.data import SyntheticConfig
-from vrm.data import synthetic
+from vrm.data import synthetic, synthetic_text
 from vrm.data.schema import CANONICAL_FEATURES, PreferencePair
 
 SMALL = SyntheticConfig(num_train=60, num_validation=20, num_test=30, num_shifted=30)
@@ -31,7 +31,7 @@ def default_splits() -> dict[str, datasets.Dataset]:
 
 
 def _opener(text: str) -> bool:
-    return any(text.startswith(opener) for opener in synthetic.SPURIOUS_OPENERS)
+    return any(text.startswith(opener) for opener in synthetic_text.SPURIOUS_OPENERS)
 
 
 def _sigmoid(x: float) -> float:
@@ -162,8 +162,8 @@ def test_lower_temperature_gives_cleaner_labels():
 def test_attributes_are_rendered_into_the_text():
     prompts = synthetic.sample_prompts(200, seed=3)
     rng = random.Random(0)
-    sentences = synthetic._SENTENCES
-    specific = {sentence for text in synthetic._TEXT.values() for sentence in text.details}
+    sentences = synthetic_text._SENTENCES
+    specific = {sentence for text in synthetic_text.TEXT.values() for sentence in text.details}
     for info in prompts:
         for cand in synthetic.sample_candidates(info, 3, rng):
             text, (on_topic, answers, polite, safe, detail) = cand["response"], map(int, cand["attributes"])
@@ -171,7 +171,7 @@ def test_attributes_are_rendered_into_the_text():
             for name, level in (("answers", answers), ("safe", safe)):
                 assert sum(s.split("{topic}")[0] in text for s in sentences[name][level]) >= 1
                 assert not any(s.split("{topic}")[0] in text for s in sentences[name][1 - level])
-            politeness = synthetic._POLITE_START[polite] + synthetic._POLITE_END[polite]
+            politeness = synthetic_text._POLITE_START[polite] + synthetic_text._POLITE_END[polite]
             assert any(s in text for s in politeness)
             assert any(s in text for s in specific) == bool(detail)
 
@@ -244,14 +244,14 @@ def test_prompt_and_response_fit_in_64_minilm_tokens(default_splits):
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    texts = synthetic._TEXT.values()
-    sentences = synthetic._SENTENCES
+    texts = synthetic_text.TEXT.values()
+    sentences = synthetic_text._SENTENCES
     longest_topic = max(count(topic) for text in texts for topic in text.topics)
     parts = [
         max(count(t.format(topic=topic)) for text in texts for t in text.templates for topic in text.topics),
-        max(map(count, synthetic.SPURIOUS_OPENERS + synthetic.FILLER_SENTENCES)),
-        max(map(count, synthetic._POLITE_START[0] + synthetic._POLITE_START[1]
-                + synthetic._POLITE_END[0] + synthetic._POLITE_END[1])),
+        max(map(count, synthetic_text.SPURIOUS_OPENERS + synthetic_text.FILLER_SENTENCES)),
+        max(map(count, synthetic_text._POLITE_START[0] + synthetic_text._POLITE_START[1]
+                + synthetic_text._POLITE_END[0] + synthetic_text._POLITE_END[1])),
         max(count(s.format(topic="")) for s in sentences["answers"][0] + sentences["answers"][1]) + longest_topic,
         max(map(count, sentences["safe"][0] + sentences["safe"][1])),
         max(map(count, sentences["detail"][0] + tuple(d for text in texts for d in text.details))),
@@ -288,8 +288,8 @@ def test_cue_strength_sets_every_split(strength):
 
 
 def test_cue_kinds_are_rendered():
-    for cue, pieces in (("opener", synthetic.SPURIOUS_OPENERS), ("filler", synthetic.FILLER_SENTENCES)):
-        others = synthetic.FILLER_SENTENCES if cue == "opener" else synthetic.SPURIOUS_OPENERS
+    for cue, pieces in (("opener", synthetic_text.SPURIOUS_OPENERS), ("filler", synthetic_text.FILLER_SENTENCES)):
+        others = synthetic_text.FILLER_SENTENCES if cue == "opener" else synthetic_text.SPURIOUS_OPENERS
         for row in synthetic.make_split(replace(SMALL, cue=cue), "train").to_list():
             for side in ("chosen", "rejected"):
                 text = row[side]
