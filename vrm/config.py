@@ -76,7 +76,7 @@ class EncoderConfig:
 
 @dataclass
 class ModelConfig:
-    """The reward head and its training objective (see ``shared/spec/vrm-method.md``)."""
+    """The reward head and its training objective (see ``docs/method.md``)."""
 
     #: ``vrm`` (variational reward model) or ``bt`` (plain Bradley-Terry baseline).
     type: str = "vrm"
