@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from vrm.training.compose import compose_config as compose_train  # noqa: E402, F401
+from vrm.config.compose import compose_config as compose_train  # noqa: E402, F401
 
 #: Seconds a subprocess, a server start or a notebook cell may take before a test calls it hung. Only a guard
 #: against hangs, never a speed check: a CLI takes about 20 s to start on a loaded 2-core machine.

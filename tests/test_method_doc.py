@@ -11,8 +11,8 @@ import yaml
 from conftest import compose_train
 from omegaconf import OmegaConf
 
-from vrm.proxy.scorer import ProxyScorerConfig
-from vrm.training.compose import CONFIG_DIR
+from vrm.config.compose import CONFIG_DIR
+from vrm.proxy.reward import ProxyScorerConfig
 
 METHOD_DOC = Path(__file__).resolve().parents[1] / "docs" / "method.md"
 #: Table keys with this prefix are the proxy scorer's (conf/scorer/proxy.yaml), not vrm-train's.

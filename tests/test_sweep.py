@@ -15,8 +15,8 @@ import yaml
 from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
 from omegaconf import OmegaConf
 
-from vrm.training.compose import CONFIG_DIR
-from vrm.training.sweep_summary import SUMMARY_JSON, SUMMARY_MD, summarize_sweep
+from vrm.config.compose import CONFIG_DIR
+from vrm.evaluation.sweep_summary import SUMMARY_JSON, SUMMARY_MD, summarize_sweep
 from vrm.training.train import METRICS_FILE
 
 #: Tiny trials: no checkpoints, no test stage (a sweep optimises a validation metric).
