@@ -18,12 +18,13 @@ from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
 from hydra.errors import ConfigCompositionException
 
 from vrm.config import EncoderConfig, ModelConfig
+from vrm.config.train import validate
 from vrm.errors import NonFiniteLossError, report_and_exit, user_error_types
 from vrm.models import encoder as encoder_module
 from vrm.models.encoder import load_encoder
 from vrm.scoring.export import export_checkpoint
 from vrm.scoring.scorer import RewardScorer
-from vrm.training.build import architecture, as_container, validate
+from vrm.training.build import architecture, as_container
 from vrm.training.module import NONFINITE_METRIC, RewardModule
 from vrm.training.train import train
 

@@ -211,8 +211,8 @@ def check_encoder(cfg: DictConfig) -> None:
 def check_job(train_cfgs: dict[str, DictConfig], eval_cfgs: dict[str, DictConfig], out_dir: Path,
               export_dir: Path) -> None:
     """Everything that would otherwise fail late: values, checkpoints, the encoder, the output folders."""
+    from vrm.config.train import validate
     from vrm.evaluation.evaluate import check_config
-    from vrm.training.build import validate
 
     for model in MODELS:
         validate(train_cfgs[model])
