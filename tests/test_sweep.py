@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from vrm.config.compose import CONFIG_DIR
 from vrm.evaluation.sweep_summary import SUMMARY_JSON, SUMMARY_MD, summarize_sweep
-from vrm.training.train import METRICS_FILE
+from vrm.metric_names import METRICS_FILE
 
 #: Tiny trials: no checkpoints, no test stage (a sweep optimises a validation metric).
 SWEEP_OVERRIDES = TINY_OVERRIDES + ["callbacks=none", "test=false", "data.synthetic.num_train=32"]
