@@ -8,9 +8,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from vrm.config.compose import compose_config as compose_train  # noqa: E402, F401
+
+#: Seconds a subprocess, a server start or a notebook cell may take before a test calls it hung. Only a guard
+#: against hangs, never a speed check: a CLI takes about 20 s to start on a loaded 2-core machine.
+HANG_TIMEOUT = 600
+
+# Property tests: no per-example deadline and no "too slow" health check, so a loaded machine cannot fail them.
+settings.register_profile("vrm", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("vrm")
 
 #: Overrides that make any training config tiny and fast.
 TINY_OVERRIDES = [

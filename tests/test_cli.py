@@ -9,17 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_TIMEOUT
 
 TINY = ["encoder=tiny_bert", "data.synthetic.num_train=32", "data.synthetic.num_validation=8",
         "data.synthetic.num_test=8", "data.synthetic.num_shifted=8", "data.batch_size=4", "logger=none"]
 
 
-def run(args: list[str], tmp_path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run(args: list[str], tmp_path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VRM_CACHE": str(tmp_path / "cache")}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-c", "from vrm.cli.train import main; main()", *args,
                            f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}"],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT, env=env)
 
 
 def test_fast_dev_run_end_to_end(tmp_path):
@@ -40,7 +41,7 @@ def test_bad_input_gets_one_clear_line(tmp_path, override, named):
     args = ["trainer.fast_dev_run=true", "logger=none", override]
     if "encoder.path" in override:
         args.append("encoder.tokenizer=minilm")
-    result = run(args, tmp_path, timeout=120)
+    result = run(args, tmp_path)
     assert result.returncode != 0
     assert named in result.stderr
     assert "Traceback" not in result.stderr

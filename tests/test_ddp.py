@@ -19,7 +19,7 @@ from pathlib import Path
 
 import hydra
 import pytest
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -55,7 +55,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     script = Path(sys.executable).parent / "vrm-train"  # the console script; Lightning relaunches it per rank
     command = [sys.executable, str(script if script.exists() else shutil.which("vrm-train")), "trainer=ddp", "trainer.devices=2", "data.batch_size=32",
                "logger=csv", f"hydra.run.dir={run_dir}", *COMMON]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     ddp = last_values(next(run_dir.glob("csv/**/metrics.csv")))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
 from hydra.errors import ConfigCompositionException
 from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -243,7 +243,7 @@ def test_vrm_eval_cli_end_to_end(tiny_vrm, tmp_path):
     args = [f"model_path={tiny_vrm / 'export'}", *EVAL_DATA, *SMALL, "data.synthetic.num_shifted=0",
             f"hydra.run.dir={tmp_path / 'run'}"]
     done = subprocess.run([sys.executable, "-c", "from vrm.cli.eval import main; main()", *args],
-                          capture_output=True, text=True, timeout=300, env=env)
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "run" / EVAL_JSON).read_text())
     assert results["missing_splits"] == ["shifted"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
 from fastapi.testclient import TestClient
 from safetensors import safe_open
 from transformers import AutoTokenizer
@@ -237,7 +237,7 @@ def run_child(jobs: dict[str, list[dict]], tmp_path: Path) -> dict[str, list[dic
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "hf_modules")}
     env.pop("PYTHONPATH", None)
     result = subprocess.run([sys.executable, "child.py", str(spec)], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env=env)
+                            timeout=HANG_TIMEOUT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((tmp_path / "jobs.json.out").read_text())
 

@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
 from hydra.errors import ConfigCompositionException
 
 from vrm.config import EncoderConfig, ModelConfig
+from vrm.config.train import validate
 from vrm.errors import NonFiniteLossError, report_and_exit, user_error_types
 from vrm.models import encoder as encoder_module
 from vrm.models.encoder import load_encoder
 from vrm.scoring.export import export_checkpoint
 from vrm.scoring.scorer import RewardScorer
-from vrm.training.build import architecture, as_container, validate
+from vrm.training.build import architecture, as_container
 from vrm.training.module import NONFINITE_METRIC, RewardModule
 from vrm.training.train import train
 
@@ -145,7 +146,7 @@ def test_an_export_killed_half_way_leaves_the_previous_export_intact(tmp_path, c
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     killed = subprocess.run([sys.executable, "-c", KILL_WHILE_WRITING, str(checkpoint), str(out)],
-                            capture_output=True, text=True, timeout=300, env=env)
+                            capture_output=True, text=True, timeout=HANG_TIMEOUT, env=env)
     assert killed.returncode == -9, killed.stderr[-3000:]
 
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nbformat
 import torch
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
 from nbclient import NotebookClient
 
 from vrm.models.encoder import load_encoder
@@ -41,7 +41,7 @@ def test_notebook_runs_on_a_tiny_export(tmp_path, monkeypatch):
     monkeypatch.setenv("VRM_NOTEBOOK_PAIRS", "48")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=180, kernel_name="python3",
+    NotebookClient(nb, timeout=HANG_TIMEOUT, startup_timeout=HANG_TIMEOUT, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     outputs = [output for cell in nb.cells if cell.cell_type == "code" for output in cell.outputs]
     text = "".join(output.get("text", "") for output in outputs)

@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import HANG_TIMEOUT
 
 from vrm.training.module import NONFINITE_METRIC
 from vrm.training.resumable import ResumableBatchSampler, ResumableDataLoader
@@ -42,8 +43,8 @@ def start(run_dir: Path, cache: Path, extra: list[str] = ()) -> subprocess.Popen
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def finish(proc: subprocess.Popen, timeout: int = 240) -> None:
-    out, _ = proc.communicate(timeout=timeout)
+def finish(proc: subprocess.Popen) -> None:
+    out, _ = proc.communicate(timeout=HANG_TIMEOUT)
     assert proc.returncode == 0, out[-4000:]
 
 
@@ -72,13 +73,13 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     run_dir = tmp_path / "killed"
     killed = start(run_dir, cache, ["+callbacks.slow._target_=test_resume.SlowDown", "+callbacks.slow.seconds=0.5"])
     last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + HANG_TIMEOUT
     while (checkpoint_step(last) or 0) < STEPS_PER_EPOCH + 1:  # inside the second epoch
         assert killed.poll() is None, killed.communicate()[0][-4000:]
         assert time.monotonic() < deadline, "no mid-epoch checkpoint in time"
         time.sleep(0.02)
     killed.send_signal(signal.SIGKILL)
-    killed.communicate(timeout=60)
+    killed.communicate(timeout=HANG_TIMEOUT)
     step = checkpoint_step(last)
     assert step is not None, "last.ckpt does not load after the SIGKILL"
     assert step % STEPS_PER_EPOCH != 0 and step < 2 * STEPS_PER_EPOCH, f"not killed mid-epoch (step {step})"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import torch
 import uvicorn
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
 from fastapi.testclient import TestClient
 
 from vrm.cli.serve import main as serve_main
@@ -152,7 +152,7 @@ def test_real_socket_server(scorer):
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_TIMEOUT
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
         url = f"http://127.0.0.1:{port}"
@@ -164,7 +164,7 @@ def test_real_socket_server(scorer):
         assert answer.json()["rewards"] == pytest.approx(expected_rewards(scorer), abs=1e-5)
     finally:
         server.should_exit = True
-        thread.join(timeout=30)
+        thread.join(timeout=HANG_TIMEOUT)
         sock.close()
 
 

@@ -3,30 +3,41 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import yaml
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
 from omegaconf import OmegaConf
 
 from vrm.config.compose import CONFIG_DIR
 from vrm.evaluation.sweep_summary import SUMMARY_JSON, SUMMARY_MD, summarize_sweep
-from vrm.training.train import METRICS_FILE
+from vrm.metric_names import METRICS_FILE
 
 #: Tiny trials: no checkpoints, no test stage (a sweep optimises a validation metric).
 SWEEP_OVERRIDES = TINY_OVERRIDES + ["callbacks=none", "test=false", "data.synthetic.num_train=32"]
 METRIC = "val/acc_best"
 
 
+def console_script(name: str) -> str:
+    """The installed console script ``name`` beside this interpreter (a venv's or the system's ``bin``)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        pytest.fail(f"console script {name!r} is not installed: pip install -e '.[dev]' first")
+    return found
+
+
 def run_sweep(tmp_path, overrides: list[str]) -> dict:
-    """``vrm-train -m OVERRIDES`` in a subprocess (the real entry point); returns the summary it wrote."""
+    """``vrm-train -m OVERRIDES``, the installed console script, in a subprocess; returns the summary it wrote."""
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-c", "from vrm.cli.train import main; main()", "-m", *overrides,
-           f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [console_script("vrm-train"), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
     env = dict(os.environ, HYDRA_FULL_ERROR="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (sweep_dir / SUMMARY_MD).is_file()
     return json.loads((sweep_dir / SUMMARY_JSON).read_text()) | {"dir": sweep_dir}
@@ -72,10 +83,25 @@ def test_grid_sweep_writes_a_summary(tmp_path):
     assert (summary["dir"] / "val_acc_best_vs_model.num_objectives.png").is_file()
 
 
+@pytest.mark.slow
 def test_optuna_sweep_writes_a_summary(tmp_path):
+    """The README's ``vrm-train -m hparams_search=vrm_optuna``, shrunk to 2 trials: needs the Optuna plugin installed
+    by the package's own dependencies (a fresh venv without it fails with "Could not find 'hydra/sweeper/optuna'")."""
     summary = run_sweep(tmp_path, SWEEP_OVERRIDES + ["hparams_search=vrm_optuna", "hydra.sweeper.n_trials=2"])
     assert summary["num_trials"] == 2 and summary["num_failed"] == 0
-    assert set(summary["params"]) == {"model.num_objectives", "model.feature_dim", "model.beta_w", "model.beta_z",
-                                      "model.num_samples"}
-    assert len(summary["plots"]) == 5
-    assert (summary["dir"] / "optimization_results.yaml").is_file()
+    assert summary["metric"] == METRIC and summary["direction"] == "maximize"
+    search = yaml.safe_load((CONFIG_DIR / "hparams_search" / "vrm_optuna.yaml").read_text())["hydra"]["sweeper"]
+    assert summary["params"] == list(search["params"])  # the declared order
+    for trial in summary["trials"]:
+        assert 0.0 <= trial["value"] <= 1.0
+        params = trial["params"]
+        assert params["model.num_objectives"] in (4, 8, 16) and params["model.feature_dim"] in (8, 16, 32)
+        assert params["model.num_samples"] in (1, 2, 4, 8)
+        assert 0.001 <= params["model.beta_w"] <= 0.2 and 0.001 <= params["model.beta_z"] <= 0.2
+    assert summary["best"]["value"] == max(t["value"] for t in summary["trials"])
+    # The summary's best trial is the one Optuna itself reports.
+    optuna_result = yaml.safe_load((summary["dir"] / "optimization_results.yaml").read_text())
+    assert math.isclose(optuna_result["best_value"], summary["best"]["value"])
+    assert len(summary["plots"]) == 5 and all((summary["dir"] / plot).is_file() for plot in summary["plots"])
+    table = (summary["dir"] / SUMMARY_MD).read_text()
+    assert f"Best trial: **{summary['best']['number']}**, {METRIC} = {summary['best']['value']:.4f}" in table

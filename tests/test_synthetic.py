@@ -70,9 +70,10 @@ def test_sizes(default_splits):
 
 
 def test_generation_is_fast():
-    start = time.perf_counter()
+    # CPU time of this process, not wall time: other jobs on a loaded machine do not count against it.
+    start = time.process_time()
     synthetic.make_splits(SyntheticConfig())
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def test_schema(default_splits):

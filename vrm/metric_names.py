@@ -12,3 +12,5 @@ ACC_BEST = f"{VAL_STAGE}/{ACC}_best"
 TEST_ACC, SHIFTED_ACC = f"test/{ACC}", f"shifted/{ACC}"
 #: Batches skipped for a non-finite loss, logged at each epoch end.
 NONFINITE_METRIC = f"{TRAIN_STAGE}/nonfinite_batches"
+#: The metrics dict ``train()`` returns, also written into the run folder, where sweep summaries read it.
+METRICS_FILE = "metrics.json"

@@ -8,6 +8,7 @@ import logging
 from omegaconf import DictConfig
 
 from vrm.cli.app import hydra_command
+from vrm.config.train import validate
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ def train_and_export(cfg: DictConfig) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train as configured; the value of ``optimized_metric`` (what a sweeper optimises)."""
+    """Train as configured; the value of ``optimized_metric`` (what a sweeper optimises). An impossible value fails
+    before torch, transformers and Lightning are imported (seconds of start-up)."""
+    validate(cfg)
     return train_and_export(cfg).get(cfg.optimized_metric)
 
 

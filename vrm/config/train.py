@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import DictConfig
+
 from vrm.config.data import DataConfig
 from vrm.metric_names import ACC_BEST
 
@@ -212,3 +214,27 @@ class TrainConfig:
     export_dir: str | None = None
     #: The metric train() reports for sweeps.
     optimized_metric: str = DEFAULT_OPTIMIZED_METRIC
+
+
+def validate(cfg: DictConfig) -> None:
+    """Impossible values the types cannot catch, before the encoder loads; each error names its config key (the
+    combination of architecture options is checked by ``VRMConfig``, when ``vrm.training.build.architecture``
+    builds it). It needs nothing but the config, so ``vrm-train`` runs it before importing torch."""
+    m = cfg.model
+    checks = [
+        (m.num_objectives >= 1, "model.num_objectives", m.num_objectives, "must be >= 1"),
+        (m.feature_dim >= 1, "model.feature_dim", m.feature_dim, "must be >= 1"),
+        (m.num_samples >= 1, "model.num_samples", m.num_samples, "must be >= 1"),
+        (m.beta_w >= 0, "model.beta_w", m.beta_w, "must be >= 0"),
+        (m.beta_z >= 0, "model.beta_z", m.beta_z, "must be >= 0"),
+        (m.tau > 0, "model.tau", m.tau, "must be > 0"),
+        (m.max_nonfinite_batches >= 0, "model.max_nonfinite_batches", m.max_nonfinite_batches, "must be >= 0"),
+        (0 <= m.kl_warmup_fraction <= 1, "model.kl_warmup_fraction", m.kl_warmup_fraction, "must be in [0, 1]"),
+        (cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "must be >= 1"),
+        (cfg.encoder.length_chunks >= 1, "encoder.length_chunks", cfg.encoder.length_chunks, "must be >= 1"),
+        (cfg.optim.lr > 0 and cfg.optim.head_lr > 0, "optim.lr/head_lr", (cfg.optim.lr, cfg.optim.head_lr),
+         "must be > 0"),
+    ]
+    for ok, key, value, why in checks:
+        if not ok:
+            raise ValueError(f"{key}={value} {why}")

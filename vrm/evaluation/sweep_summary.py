@@ -2,7 +2,7 @@
 
 At the end of ``vrm-train -m ...`` it reads every job folder of the sweep (``<sweep dir>/<job num>/``):
 the overrides Hydra saved in ``.hydra/overrides.yaml`` and the metrics ``train()`` wrote to
-``metrics.json`` (vrm.training.train.METRICS_FILE), and writes into the sweep folder
+``metrics.json`` (vrm.metric_names.METRICS_FILE), and writes into the sweep folder
 ``sweep_summary.json``, ``sweep_summary.md`` and ``<metric>_vs_<param>.png`` for each swept parameter.
 """
 
@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vrm.config import DEFAULT_OPTIMIZED_METRIC
-from vrm.training.train import METRICS_FILE
+from vrm.metric_names import METRICS_FILE
 
 log = logging.getLogger(__name__)
 

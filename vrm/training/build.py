@@ -78,29 +78,6 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
     return arch
 
 
-def validate(cfg: DictConfig) -> None:
-    """Impossible values the types cannot catch, before the encoder loads; each error names its config key (the
-    combination of architecture options is checked by ``VRMConfig``, when :func:`architecture` builds it)."""
-    m = cfg.model
-    checks = [
-        (m.num_objectives >= 1, "model.num_objectives", m.num_objectives, "must be >= 1"),
-        (m.feature_dim >= 1, "model.feature_dim", m.feature_dim, "must be >= 1"),
-        (m.num_samples >= 1, "model.num_samples", m.num_samples, "must be >= 1"),
-        (m.beta_w >= 0, "model.beta_w", m.beta_w, "must be >= 0"),
-        (m.beta_z >= 0, "model.beta_z", m.beta_z, "must be >= 0"),
-        (m.tau > 0, "model.tau", m.tau, "must be > 0"),
-        (m.max_nonfinite_batches >= 0, "model.max_nonfinite_batches", m.max_nonfinite_batches, "must be >= 0"),
-        (0 <= m.kl_warmup_fraction <= 1, "model.kl_warmup_fraction", m.kl_warmup_fraction, "must be in [0, 1]"),
-        (cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "must be >= 1"),
-        (cfg.encoder.length_chunks >= 1, "encoder.length_chunks", cfg.encoder.length_chunks, "must be >= 1"),
-        (cfg.optim.lr > 0 and cfg.optim.head_lr > 0, "optim.lr/head_lr", (cfg.optim.lr, cfg.optim.head_lr),
-         "must be > 0"),
-    ]
-    for ok, key, value, why in checks:
-        if not ok:
-            raise ValueError(f"{key}={value} {why}")
-
-
 def build_module(cfg: DictConfig, enc: LoadedEncoder, arch: dict[str, Any] | None = None,
                  tokenizer_dir: str | None = None, test_split_names: list[str] | None = None) -> RewardModule:
     """The LightningModule of ``cfg`` on the loaded encoder (``arch``: :func:`architecture`, computed if None)."""

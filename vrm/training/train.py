@@ -14,13 +14,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from vrm.metric_names import ACC_BEST
-from vrm.training.build import build, build_trainer, seed_everything, typed_config, validate
+from vrm.config.train import validate
+from vrm.metric_names import ACC_BEST, METRICS_FILE
+from vrm.training.build import build, build_trainer, seed_everything, typed_config
 
 log = logging.getLogger(__name__)
 
-#: The metrics dict train() returns, also written into the run folder (read by sweep summaries).
-METRICS_FILE = "metrics.json"
 #: The run folder's record of its best checkpoint (the one an export takes).
 BEST_CHECKPOINT_FILE = "best_checkpoint.txt"
 
