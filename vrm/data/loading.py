@@ -9,7 +9,8 @@ splits from train (seeded, whole source rows at a time so one prompt's pairs sta
 Row numbers in errors and rejects: JSON Lines and CSV files count 1-based lines (a CSV's header is line 1); JSON
 arrays, Parquet files and ``datasets`` splits count 0-based row indices. Local files are read with the standard library
 and pyarrow, not the ``datasets`` JSON/CSV builders, so that a malformed row is named rather than coerced or failing
-the whole file; text is decoded with ``surrogateescape`` so invalid UTF-8 is reported in the field that holds it.
+the whole file; text is decoded by :func:`vrm.data.textio.open_text` (UTF-8, or UTF-16/32 with a byte order mark;
+invalid UTF-8 kept by ``surrogateescape``) so invalid UTF-8 is reported in the line and field that hold it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from vrm.data.formats import (
     get_format,
 )
 from vrm.data.schema import CANONICAL_FEATURES, DataError, PreferencePair
+from vrm.data.textio import JSON_WHITESPACE, json_lines, open_text
 from vrm.data.validation import (
     INVALID_JSON,
     INVALID_VALUE,
@@ -61,7 +64,6 @@ FILE_SPLITS = ("train", "validation", "test")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 #: ``datasets`` builder that reads a local file of a public dataset's layout.
 BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}
-_JSON_WHITESPACE = " \t\r\n"
 
 
 @dataclass
@@ -130,15 +132,17 @@ def load_preference_data(cfg: DataConfig, output_dir: str | Path | None = None) 
     aspects = _AspectCheck(list(spec.aspect_names) or list(cfg.aspect_names) or None)
     selected = _subsets(cfg.subset) if spec.subset_by == "filter" else []
     pairs: dict[str, list[tuple[tuple[str, int], PreferencePair]]] = defaultdict(list)
+    tally = _SourceTally(report, policy)
     for source in sources:
         report.sources.setdefault(source.split, []).append(source.name)
         report.layouts[source.name] = source.layout or spec.layout
         split_pairs = pairs[source.split]  # a split whose rows were all rejected is still there, empty
-        for row_no, pair in _convert(source, spec, ctx, policy, report, aspects):
-            if selected and pair.subset not in selected:
-                report.excluded["not in data.subset"] = report.excluded.get("not in data.subset", 0) + 1
-                continue
-            split_pairs.append(((source.name, row_no), pair))
+        with tally(source.name):
+            for row_no, pair in _convert(source, spec, ctx, policy, report, aspects):
+                if selected and pair.subset not in selected:
+                    report.excluded["not in data.subset"] = report.excluded.get("not in data.subset", 0) + 1
+                    continue
+                split_pairs.append(((source.name, row_no), pair))
     report.skipped = dict(policy.counts)
     rejects = policy.write_rejects(output_dir)
     report.rejects_path = None if rejects is None else str(rejects)
@@ -153,6 +157,9 @@ def load_preference_data(cfg: DataConfig, output_dir: str | Path | None = None) 
             splits[split] = _to_dataset(rows)
             report.rows[split] = len(rows)
     _log(report)
+    for split, ds in splits.items():
+        if len(ds) == 0:
+            raise tally.empty_split_error(split, cfg)
     return PreferenceData(splits, aspects.names or [], report)
 
 
@@ -192,6 +199,46 @@ def _log(report: LoadReport) -> None:
                     f"; see {report.rejects_path}" if report.rejects_path else "")
 
 
+class _SourceTally:
+    """Rows read, skipped as bad and left out per source, to say why a split ended with no pair."""
+
+    def __init__(self, report: LoadReport, policy: BadRowPolicy):
+        self.report, self.policy = report, policy
+        self.counts: dict[str, tuple[int, int, int]] = {}
+
+    def _totals(self) -> tuple[int, int, int]:
+        return (self.report.rows_read, sum(self.policy.counts.values()), sum(self.report.excluded.values()))
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        before = self._totals()
+        yield
+        self.counts[name] = tuple(after - start for after, start in zip(self._totals(), before))
+
+    def empty_split_error(self, split: str, cfg: DataConfig) -> DataError:
+        report = self.report
+        parent = report.carved.get(split)
+        names = report.sources.get(parent or split, [])
+        if cfg.max_rows == 0:
+            why = "data.max_rows=0 keeps no pair"
+        elif parent is not None:
+            why = (f"{report.rows.get(parent, 0)} pairs in {parent} are too few to carve a {split} split from "
+                   f"(data.{split}_fraction={getattr(cfg, split + '_fraction')}): give data.{split}=FILE, more rows, "
+                   f"or data.{split}_fraction=0")
+        else:
+            read, skipped, excluded = (sum(self.counts[n][i] for n in names) for i in range(3))
+            if read == 0:
+                why = "no rows: the file is empty or holds only blank lines"
+            else:
+                why = f"none of its {read} rows gave a pair"
+                if skipped:
+                    why += (f"; {skipped} were skipped as bad rows (data.on_bad_row=skip): {_counts(report.skipped)}"
+                            + (f"; see {report.rejects_path}" if report.rejects_path else ""))
+                if excluded:
+                    why += f"; left out: {_counts(report.excluded)}"
+        return DataError(f"the {split} split has no pairs: {why}", source=", ".join(names) or None)
+
+
 # -- raw rows ---------------------------------------------------------------------------------------------------------
 @dataclass
 class RawRow:
@@ -212,33 +259,56 @@ class RawSource:
     subset: str = ""
 
 
-def _open_text(path: Path, newline: str | None = None):
-    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline=newline)
-
-
-def _json_row(row_no: int, line: str) -> RawRow:
-    try:
-        return RawRow(row_no, json.loads(line))
-    except (ValueError, RecursionError) as err:
-        return RawRow(row_no, line.rstrip("\r\n"), RowFault(INVALID_JSON, None, str(err)))
+def _json_row(row_no: int, line: str, value: object) -> RawRow:
+    if isinstance(value, ValueError):
+        return RawRow(row_no, line.rstrip("\r\n"), RowFault(INVALID_JSON, None, str(value)))
+    return RawRow(row_no, value)
 
 
 def _read_jsonl(path: Path) -> tuple[str, list[RawRow]]:
-    with _open_text(path) as f:
-        return LINE, [_json_row(n, line) for n, line in enumerate(f, start=1) if line.strip(_JSON_WHITESPACE)]
+    rows = [_json_row(*line) for line in json_lines(path)]
+    if rows and rows[0].fault is not None:
+        with open_text(path) as f:
+            _refuse_one_json_value(f.read(), path)
+    return LINE, rows
+
+
+def _describe_json(value: object) -> str:
+    if isinstance(value, dict):
+        lists = [key for key, item in value.items() if isinstance(item, list)]
+        hint = f" (are the rows its list under {lists[0]!r}? put that list at the top level)" if lists else ""
+        return f"one JSON object with keys {list(value)[:10]}{hint}"
+    if isinstance(value, list):
+        return f"one JSON array of {len(value)} items"
+    return f"one JSON {type_name(value)}"
+
+
+def _refuse_one_json_value(content: str, path: Path) -> None:
+    """A file that is one JSON value over several lines (a pretty-printed object or array) is not JSON Lines."""
+    try:
+        value = json.loads(content)
+    except (ValueError, RecursionError):
+        return
+    raise DataError(f"holds {_describe_json(value)}, not JSON Lines; expected one row object a line (JSON Lines), "
+                    "or a JSON array of row objects in a .json file", source=str(path))
 
 
 def _read_json(path: Path) -> tuple[str, list[RawRow]]:
-    """A JSON array of row objects (a ``.json`` file that is not an array is read as JSON Lines)."""
-    with _open_text(path) as f:
+    """A JSON array of row objects, or one row object; a file that is not one JSON value is read as JSON Lines."""
+    with open_text(path) as f:
         content = f.read()
-    if not content.lstrip(_JSON_WHITESPACE).startswith("["):
-        return _read_jsonl(path)
     try:
-        rows = json.loads(content)
+        value = json.loads(content)
     except (ValueError, RecursionError) as err:
-        raise DataError(f"invalid JSON array: {err}", source=str(path)) from None
-    return ROW_INDEX, [RawRow(i, raw) for i, raw in enumerate(rows)]
+        if content.lstrip(JSON_WHITESPACE).startswith("["):
+            raise DataError(f"invalid JSON array: {err}", source=str(path)) from None
+        return _read_jsonl(path)
+    if isinstance(value, dict) and "chosen" in value:
+        value = [value]
+    if not isinstance(value, list):
+        raise DataError(f"holds {_describe_json(value)}; expected a JSON array of row objects ([{{...}}, ...]) "
+                        "or JSON Lines (one row object a line)", source=str(path))
+    return ROW_INDEX, [RawRow(i, raw) for i, raw in enumerate(value)]
 
 
 def _csv_cells(record: dict[str, str]) -> dict[str, object]:
@@ -256,7 +326,7 @@ def _csv_cells(record: dict[str, str]) -> dict[str, object]:
 
 def _read_csv(path: Path) -> tuple[str, list[RawRow]]:
     rows = []
-    with _open_text(path, newline="") as f:
+    with open_text(path, newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader, [])
@@ -468,6 +538,8 @@ def _carve_splits(pairs: dict[str, list], cfg: DataConfig, report: LoadReport) -
     assignment, start = {}, 0
     for split in missing:
         size = round(len(groups) * fractions[split])
+        if size == 0 and len(groups) > len(missing):  # at least one row each while train keeps one
+            size = 1
         assignment.update((groups[k], split) for k in order[start:start + size])
         start += size
         report.carved[split] = "train"

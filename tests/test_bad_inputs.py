@@ -1,0 +1,276 @@
+"""Bad input as a user or an attacker sends it: each gets an answer that names the file, line and field (or the
+request field), a non-zero exit or a 4xx, no traceback, and nothing half written (issue 15's list and beyond)."""
+
+from __future__ import annotations
+
+import codecs
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import uvicorn
+from conftest import TINY_OVERRIDES, compose_train
+from fastapi.testclient import TestClient
+
+from vrm.data.config import DataConfig
+from vrm.data.loading import load_preference_data
+from vrm.data.schema import DataError
+from vrm.models.encoder import load_encoder
+from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
+from vrm.scoring.export import export_model
+from vrm.scoring.scorer import RewardScorer
+from vrm.scoring.server import ServerLimits, create_app
+from vrm.training.train import architecture
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = {"prompt": "How do I sort a list?", "chosen": "Use sorted().", "rejected": "You cannot."}
+LIMITS = ServerLimits(max_batch_size=4, max_text_chars=500, max_num_samples=8)
+#: A bound that guards against a hang, not a speed test (a CLI starts in ~20 s on a busy machine).
+HANG = 600
+
+
+def jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def own_file(path: Path, **overrides) -> DataConfig:
+    return DataConfig(format="jsonl", train=str(path), **{"validation_fraction": 0.0, "test_fraction": 0.0,
+                                                          **overrides})
+
+
+def load_error(path: Path, **overrides) -> str:
+    with pytest.raises(DataError) as caught:
+        load_preference_data(own_file(path, **overrides), path.parent)
+    return str(caught.value)
+
+
+def cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VRM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=HANG, env=env,
+                          cwd=tmp_path)
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess, *named: str) -> None:
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    for part in named:
+        assert part in result.stderr, result.stderr[-3000:]
+
+
+# -- training files -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b"  \n\n\t \r\n"])
+def test_an_empty_training_file_is_named(tmp_path, content):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(content)
+    assert load_error(path) == (f"file {path}: the train split has no pairs: no rows: the file is empty or holds "
+                                "only blank lines")
+
+
+def test_a_file_whose_rows_are_all_skipped_is_named_with_the_reasons(tmp_path):
+    path = jsonl(tmp_path / "pairs.jsonl", [{"prompt": "a"}, {**GOOD, "rejected": GOOD["chosen"]}])
+    message = load_error(path, on_bad_row="skip")
+    assert message.startswith(f"file {path}: the train split has no pairs: none of its 2 rows gave a pair; 2 were "
+                              "skipped as bad rows")
+    assert "identical chosen and rejected 1" in message and "missing field 1" in message
+    assert str(tmp_path / "rejects.jsonl") in message
+    assert len((tmp_path / "rejects.jsonl").read_text().splitlines()) == 2  # nothing lost: both rows kept
+
+
+def test_a_split_too_small_to_carve_is_named_and_one_just_big_enough_is_carved(tmp_path):
+    path = jsonl(tmp_path / "pairs.jsonl", [{**GOOD, "prompt": f"q{i}"} for i in range(3)])
+    data = load_preference_data(DataConfig(format="jsonl", train=str(path)))  # 10% of 3 rounds to 0: one each
+    assert {name: len(split) for name, split in data.splits.items()} == {"train": 1, "validation": 1, "test": 1}
+    jsonl(path, [{**GOOD, "prompt": f"q{i}"} for i in range(2)])
+    with pytest.raises(DataError, match=rf"file {path}: the validation split has no pairs: 2 pairs in train are too "
+                                        "few to carve a validation split from"):
+        load_preference_data(DataConfig(format="jsonl", train=str(path)))
+
+
+def test_max_rows_zero_is_named(tmp_path):
+    path = jsonl(tmp_path / "pairs.jsonl", [GOOD])
+    assert "the train split has no pairs: data.max_rows=0 keeps no pair" in load_error(path, max_rows=0)
+
+
+@pytest.mark.parametrize("on_bad_row", ["error", "skip"])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_json_object_holding_the_rows_says_what_it_found(tmp_path, on_bad_row, indent):
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps({"data": [GOOD] * 3, "version": 2}, indent=indent))
+    assert load_error(path, on_bad_row=on_bad_row) == (
+        f"file {path}: holds one JSON object with keys ['data', 'version'] (are the rows its list under 'data'? put "
+        "that list at the top level); expected a JSON array of row objects ([{...}, ...]) or JSON Lines (one row "
+        "object a line)")
+
+
+def test_a_pretty_printed_array_in_a_jsonl_file_says_what_it_found(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps([GOOD] * 3, indent=2))
+    assert load_error(path, on_bad_row="skip") == (
+        f"file {path}: holds one JSON array of 3 items, not JSON Lines; expected one row object a line (JSON Lines), "
+        "or a JSON array of row objects in a .json file")
+
+
+def test_a_json_file_of_one_pretty_printed_row_is_that_row(tmp_path):
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(GOOD, indent=2))
+    assert load_preference_data(own_file(path)).splits["train"]["chosen"] == [GOOD["chosen"]]
+
+
+def test_an_unknown_role_is_named_with_the_allowed_ones(tmp_path):
+    turn = [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "abracadabra"}]
+    rows = [{"chosen": turn + [{"role": "assistant", "content": "a"}],
+             "rejected": turn + [{"role": "assistant", "content": "b"}]}]
+    path = jsonl(tmp_path / "pairs.jsonl", rows)
+    assert load_error(path) == (f"file {path}, line 1, field 'chosen[1].role': invalid value: unknown role 'wizard'; "
+                                "expected one of ['system', 'user', 'assistant', 'tool']")
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b'{"prompt": "a\\ud800", "chosen": "b", "rejected": "c"}', r"a lone surrogate \ud800 at character 1 (valid JSON, but not a character)"),
+    (b'{"prompt": "a", "chosen": "caf\xe9", "rejected": "c"}', "invalid UTF-8 byte 0xe9 at character 3"),
+])
+def test_text_that_is_not_text_is_named_by_line_and_field(tmp_path, raw, why):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + raw + b"\n")
+    field = "prompt" if b"ud800" in raw else "chosen"
+    assert load_error(path) == f"file {path}, line 2, field '{field}': undecodable text: {why}"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("suffix, newline", [(".jsonl", "\n"), (".jsonl", "\r\n"), (".csv", "\r\n")])
+def test_files_in_other_unicode_encodings_with_a_byte_order_mark_are_read(tmp_path, encoding, suffix, newline):
+    rows = [{**GOOD, "chosen": f"{GOOD['chosen']} é {i}"} for i in range(2)]
+    if suffix == ".csv":
+        text = newline.join(["prompt,chosen,rejected", *(",".join(row.values()) for row in rows)]) + newline
+    else:
+        text = "".join(json.dumps(row, ensure_ascii=False) + newline for row in rows)
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = codecs.BOM_UTF16_BE + data
+    (tmp_path / f"pairs{suffix}").write_bytes(data)
+    loaded = load_preference_data(own_file(tmp_path / f"pairs{suffix}"))
+    assert loaded.splits["train"]["chosen"] == [row["chosen"] for row in rows]
+
+
+def test_utf16_without_a_byte_order_mark_gets_a_hint(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes((json.dumps(GOOD) + "\n").encode("utf-16-le"))
+    message = load_error(path)
+    assert message.startswith(f"file {path}, line 1: invalid JSON")
+    assert message.endswith("(the line holds NUL bytes: is the file UTF-16 without a byte order mark?)")
+
+
+@pytest.mark.parametrize("row, field, why", [
+    ([GOOD], None, "wrong type: expected an object, got list"),
+    ({**GOOD, "margin": "0.5"}, "margin", "wrong type: expected a number, got str"),
+    ({**GOOD, "aspects_chosen": [[1.0]], "aspects_rejected": [1.0]}, "aspects_chosen[0]", "wrong type"),
+    ({**GOOD, "prompt": {"role": "user", "content": "x"}}, "prompt", "wrong type: expected a string, got dict"),
+    ({**GOOD, "chosen": 7}, "chosen", "wrong type: expected a string, got int"),
+])
+def test_values_of_the_wrong_shape_are_named(tmp_path, row, field, why):
+    path = jsonl(tmp_path / "pairs.jsonl", [GOOD, row])
+    where = f", field '{field}'" if field else ""
+    assert load_error(path).startswith(f"file {path}, line 2{where}: {why}")
+
+
+def test_a_huge_single_line_and_deep_nesting_are_named_not_crashed(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert load_error(path).startswith(f"file {path}, line 2: invalid JSON")
+    huge = {**GOOD, "chosen": "word " * 2_000_000}  # a 10 MB line loads (tokenisation truncates it later)
+    jsonl(path, [huge])
+    assert len(load_preference_data(own_file(path)).splits["train"][0]["chosen"]) == len(huge["chosen"])
+
+
+def test_vrm_train_names_an_empty_file_in_one_line(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    result = cli(["-c", "from vrm.cli import train_main; train_main()", "data=jsonl", f"data.train={empty}",
+                  "encoder=tiny_bert", "logger=none", "callbacks=none", f"hydra.run.dir={tmp_path / 'run'}"],
+                 tmp_path)
+    assert_one_clear_line(result, f"file {empty}: the train split has no pairs: no rows")
+    assert "chosen_truncated" not in result.stderr
+
+
+# -- vrm-serve ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    """A randomly initialised VRM on the tiny BERT, exported (its tokenizer is what crashed on a lone surrogate)."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    cfg = compose_train(TINY_OVERRIDES + ["model=vrm"], root)
+    torch.manual_seed(0)
+    enc = load_encoder(cfg.encoder)
+    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    return export_model(net, enc.tokenizer, root / "export")
+
+
+@pytest.fixture(scope="module")
+def client(export_dir) -> TestClient:
+    return TestClient(create_app(RewardScorer.from_pretrained(export_dir, batch_size=2), LIMITS))
+
+
+def post_json_text(client: TestClient, path: str, body: str):
+    """POST a JSON text as sent on the wire (``\\ud800`` stays a JSON escape, as a client would send it)."""
+    return client.post(path, content=body.encode("ascii"), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/score", '{"pairs": [{"prompt": "hi", "response": "a\\ud800b"}]}', '"pairs",0,"response"'),
+    ("/score", '{"pairs": [{"prompt": [{"role": "user", "content": "\\udfff"}], "response": "b"}]}',
+     '"pairs",0,"prompt",'),
+    ("/get_reward", '{"query": ["\\n\\nHuman: hi\\n\\nAssistant: \\ud83d"]}', '"query",0'),
+    ("/score", '{"pairs": [{"prompt": [{"role": "wizard", "content": "hi"}], "response": "b"}]}', '"role"'),
+])
+def test_the_server_answers_bad_text_and_roles_with_422_naming_the_field(client, path, body, field):
+    answer = post_json_text(client, path, body)
+    assert answer.status_code == 422, answer.text
+    assert field in answer.text.replace(" ", "")
+    assert ("lone surrogate" in answer.text) != ("wizard" in body)
+    good = client.post("/score", json={"pairs": [{"prompt": "hi", "response": "hello"}]})
+    assert good.status_code == 200 and len(good.json()["rewards"]) == 1
+
+
+def _serve(app) -> tuple[uvicorn.Server, threading.Thread, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + HANG
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return server, thread, sock.getsockname()[1]
+
+
+def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read_whole(export_dir):
+    """The client never ends its chunked body: a server that waited for the whole body would never answer."""
+    app = create_app(RewardScorer.from_pretrained(export_dir), LIMITS)
+    server, thread, port = _serve(app)
+    chunk = b"x" * 65536
+    sent = 0
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=HANG) as conn:
+            conn.sendall(b"POST /get_reward HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            while sent <= LIMITS.max_body_bytes + 4 * len(chunk):
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+            answer = http.client.HTTPResponse(conn)
+            answer.begin()
+            body = answer.read().decode()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=HANG)
+    assert answer.status == 413, body
+    assert json.loads(body) == {"detail": f"the request body is over {LIMITS.max_body_bytes} bytes; the limit is "
+                                          f"{LIMITS.max_body_bytes}"}
