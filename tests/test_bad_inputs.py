@@ -274,3 +274,179 @@ def test_a_chunked_body_over_the_limit_is_refused_before_it_is_read_whole(export
     assert answer.status == 413, body
     assert json.loads(body) == {"detail": f"the request body is over {LIMITS.max_body_bytes} bytes; the limit is "
                                           f"{LIMITS.max_body_bytes}"}
+
+
+# -- vrm-score ------------------------------------------------------------------------------------------------------
+CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a fruit."}]
+PAIRS = [
+    {"id": "a", "prompt": "How do I sort a list?", "chosen": "Use sorted().", "rejected": "You cannot.", "margin": 2.0},
+    {"id": "b", "prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."},
+]
+CONVERSATIONAL = [
+    {"id": "c", "chosen": CONVERSATION + [{"role": "assistant", "content": "An apple."}],
+     "rejected": CONVERSATION + [{"role": "assistant", "content": "A chair."}]},
+    {"id": "d", "prompt": [{"role": "user", "content": "Hi!"}], "chosen": [{"role": "assistant", "content": "Hello."}],
+     "rejected": [{"role": "assistant", "content": "Go away."}]},
+]
+
+
+def vrm_score(export_dir: Path, src: Path, dst: Path, capsys, *extra: str) -> tuple[int, str]:
+    from vrm.scoring.cli import score_main
+
+    try:
+        score_main(["--model", str(export_dir), "--input", str(src), "--output", str(dst), "--no-progress", *extra])
+    except SystemExit as exit_info:
+        return exit_info.code, capsys.readouterr().err
+    return 0, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def scorer(export_dir) -> RewardScorer:
+    return RewardScorer.from_pretrained(export_dir, batch_size=2)
+
+
+def expected_pairs(scorer: RewardScorer, prompts: list, chosen: list[str], rejected: list[str]) -> list[tuple]:
+    good, bad = scorer.score(prompts, chosen), scorer.score(prompts, rejected)
+    return [(g, b, g - b) for g, b in zip(good, bad)]
+
+
+def scored_pairs(dst: Path) -> list[dict]:
+    return [json.loads(line) for line in dst.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_vrm_score_scores_both_responses_of_explicit_pairs_in_input_order(export_dir, scorer, tmp_path, capsys,
+                                                                         suffix):
+    src, dst = tmp_path / f"pairs{suffix}", tmp_path / "rewards.jsonl"
+    if suffix == ".jsonl":
+        jsonl(src, PAIRS)
+    elif suffix == ".json":
+        src.write_text(json.dumps(PAIRS))
+    else:
+        src.write_text("id,prompt,chosen,rejected\n" + "".join(f"{p['id']},{p['prompt']},{p['chosen']},"
+                                                              f"{p['rejected']}\n" for p in PAIRS))
+    code, err = vrm_score(export_dir, src, dst, capsys)
+    assert code == 0 and err.endswith(f"scored 2 lines -> {dst}\n"), err
+    out = scored_pairs(dst)
+    want = expected_pairs(scorer, [p["prompt"] for p in PAIRS], [p["chosen"] for p in PAIRS],
+                          [p["rejected"] for p in PAIRS])
+    assert [o["id"] for o in out] == ["a", "b"]  # the input rows, carried through in order
+    for o, (good, bad, margin) in zip(out, want):
+        assert (o["reward_chosen"], o["reward_rejected"]) == pytest.approx((good, bad), abs=1e-5)
+        assert o["reward_margin"] == pytest.approx(margin, abs=1e-6)
+        assert len(o["objective_scores_chosen"]) == len(o["weights_rejected"]) == 8  # the VRM's extras, per side
+    if suffix != ".csv":
+        assert out[0]["margin"] == 2.0  # the file's own margin column is kept, not overwritten
+
+
+def test_vrm_score_reads_conversational_pairs_as_training_does(export_dir, scorer, tmp_path, capsys):
+    src, dst = jsonl(tmp_path / "pairs.jsonl", CONVERSATIONAL), tmp_path / "rewards.jsonl"
+    assert vrm_score(export_dir, src, dst, capsys, "--num-samples", "4")[0] == 0
+    out = scored_pairs(dst)
+    want = expected_pairs(scorer, [CONVERSATION, [{"role": "user", "content": "Hi!"}]], ["An apple.", "Hello."],
+                          ["A chair.", "Go away."])
+    assert [o["id"] for o in out] == ["c", "d"]
+    assert [(o["reward_chosen"], o["reward_rejected"]) for o in out] == pytest.approx([w[:2] for w in want], abs=1e-5)
+    assert all(o["reward_std_chosen"] >= 0 and o["reward_std_rejected"] >= 0 for o in out)
+
+
+@pytest.mark.parametrize("bad_row, named", [
+    ({"prompt": "q", "chosen": "a"}, "line 2, field 'rejected': missing field"),
+    ({"prompt": "q", "chosen": "same", "rejected": "same"}, "line 2, field 'rejected': identical chosen and rejected"),
+    ({"chosen": [{"role": "wizard", "content": "a"}, {"role": "assistant", "content": "b"}],
+      "rejected": [{"role": "wizard", "content": "a"}, {"role": "assistant", "content": "c"}]},
+     "line 2, field 'chosen': wrong type: list in a file whose layout is explicit"),
+])
+def test_vrm_score_names_a_bad_pair_by_line_and_field(export_dir, tmp_path, capsys, bad_row, named):
+    src, dst = jsonl(tmp_path / "pairs.jsonl", [PAIRS[0], bad_row]), tmp_path / "rewards.jsonl"
+    code, err = vrm_score(export_dir, src, dst, capsys)
+    assert code == 1 and f"file {src}, {named}" in err and "Traceback" not in err, err
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("line, named", [
+    (b'{"prompt": "hi", "response": "a\\ud800"}',
+     r"line 2, field 'response': undecodable text: a lone surrogate \ud800 at character 1"),
+    (b'{"prompt": [{"role": "user", "content": "\\udc00x"}], "response": "a"}',
+     r"line 2, field 'prompt[0].content': undecodable text: a lone surrogate \udc00"),
+    (b'{"query": "\\n\\nHuman: hi\\n\\nAssistant: \\ud83d"}', "line 2, field 'query': undecodable text"),
+    (b'{"prompt": "caf\xe9", "response": "a"}', "line 2, field 'prompt': undecodable text: invalid UTF-8 byte 0xe9 at "
+                                               "character 3"),
+    (b'{"prompt": [{"role": "wizard", "content": "q"}], "response": "a"}',
+     "line 2, field 'prompt[0].role': unknown role 'wizard'; expected one of ['system', 'user', 'assistant', 'tool']"),
+    (b'{"prompt": "a", \x00"response": "b"}', "line 2: not valid JSON"),
+])
+def test_vrm_score_names_text_that_is_not_text_by_line_and_field(export_dir, tmp_path, capsys, line, named):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes(b'{"prompt": "ok", "response": "fine"}\n' * 300 + line.replace(b"line 2", b"") + b"\n")
+    code, err = vrm_score(export_dir, src, dst, capsys)
+    assert code == 1 and "Traceback" not in err, err
+    assert named.replace("line 2", "line 301") in err
+    assert not dst.exists()
+
+
+def test_vrm_score_reads_a_utf16_file_with_a_byte_order_mark(export_dir, scorer, tmp_path, capsys):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes("".join(json.dumps({"prompt": "Café?", "response": r}, ensure_ascii=False) + "\r\n"
+                            for r in ("Oui.", "Non.")).encode("utf-16"))
+    assert vrm_score(export_dir, src, dst, capsys)[0] == 0
+    assert [o["reward"] for o in scored_pairs(dst)] == pytest.approx(scorer.score(["Café?"] * 2, ["Oui.", "Non."]),
+                                                                     abs=1e-5)
+
+
+@pytest.mark.parametrize("content", ["", "\n \n"])
+def test_vrm_score_on_an_empty_input_writes_an_empty_output(export_dir, tmp_path, capsys, content):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(content)
+    code, err = vrm_score(export_dir, src, dst, capsys)
+    assert code == 0 and err.endswith(f"scored 0 lines -> {dst}\n"), err
+    assert dst.read_text() == ""
+
+
+def test_a_kill_during_vrm_score_s_write_leaves_the_previous_output_whole(export_dir, tmp_path):
+    """SIGKILL after the new output is written to its temporary file but before it is renamed into place: the
+    previous output is untouched (a kill while writing the temporary file leaves it the same way)."""
+    src, dst = jsonl(tmp_path / "pairs.jsonl", PAIRS), tmp_path / "rewards.jsonl"
+    dst.write_text("previous output\n")
+    ready = tmp_path / "ready"
+    script = (f"import os, pathlib, time\n"
+              f"def stuck(*args):\n    pathlib.Path({str(ready)!r}).touch(); time.sleep({HANG})\n"
+              f"os.replace = stuck\n"
+              f"from vrm.scoring.cli import score_main\n"
+              f"score_main(['--model', {str(export_dir)!r}, '--input', {str(src)!r}, '--output', {str(dst)!r}, "
+              f"'--no-progress'])\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + HANG
+    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ready.exists(), process.communicate()[1].decode()[-3000:]
+    process.kill()
+    process.wait(timeout=HANG)
+    assert dst.read_text() == "previous output\n"
+    leftovers = list(tmp_path.glob(".rewards.jsonl.*.tmp"))
+    assert len(leftovers) == 1 and len(leftovers[0].read_text().splitlines()) == len(PAIRS)  # complete, not renamed
+
+
+def test_a_kill_during_the_feature_cache_write_leaves_no_partial_cache_file(tmp_path):
+    """SIGKILL while a split's features are being written: no file at the cache path (a reader recomputes), and
+    the next write puts a complete one there."""
+    from vrm.training.feature_cache import load_features, save_features
+
+    path, ready = tmp_path / "features" / "key.safetensors", tmp_path / "ready"
+    script = (f"import os, pathlib, time, torch\n"
+              f"def stuck(*args):\n    pathlib.Path({str(ready)!r}).touch(); time.sleep({HANG})\n"
+              f"os.replace = stuck\n"
+              f"from vrm.training.feature_cache import save_features\n"
+              f"save_features({str(path)!r}, {{'h_chosen': torch.ones(512, 64)}})\n")
+    process = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + HANG
+    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ready.exists(), process.communicate()[1].decode()[-3000:]
+    process.kill()
+    process.wait(timeout=HANG)
+    assert not path.exists() and load_features(path) is None
+    save_features(path, {"h_chosen": torch.zeros(2, 3)})
+    assert torch.equal(load_features(path)["h_chosen"], torch.zeros(2, 3))

@@ -64,6 +64,8 @@ FILE_SPLITS = ("train", "validation", "test")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 #: ``datasets`` builder that reads a local file of a public dataset's layout.
 BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}
+#: Why a file gave no pair when it has no rows at all.
+NO_ROWS = "no rows: the file is empty or holds only blank lines"
 
 
 @dataclass
@@ -228,7 +230,7 @@ class _SourceTally:
         else:
             read, skipped, excluded = (sum(self.counts[n][i] for n in names) for i in range(3))
             if read == 0:
-                why = "no rows: the file is empty or holds only blank lines"
+                why = NO_ROWS
             else:
                 why = f"none of its {read} rows gave a pair"
                 if skipped:
@@ -395,13 +397,28 @@ def _local_sources(cfg: DataConfig) -> list[RawSource]:
     if not files:
         raise DataError(f"data.format={cfg.format} reads your own files: set data.train=PATH "
                         "(and data.validation=PATH, data.test=PATH if you have them)")
-    sources = []
-    for split, name in files.items():
-        path = _existing_file(name)
-        row_kind, rows = READERS[_file_kind(path, cfg.format)](path)
-        layout = detect_file_layout(row.raw for row in rows if row.fault is None)
-        sources.append(RawSource(split, name, row_kind, rows, layout))
-    return sources
+    return [_local_source(split, name, cfg.format) for split, name in files.items()]
+
+
+def _local_source(split: str, name: str, fmt: str) -> RawSource:
+    path = _existing_file(name)
+    row_kind, rows = READERS[_file_kind(path, fmt)](path)
+    layout = detect_file_layout(row.raw for row in rows if row.fault is None)
+    return RawSource(split, name, row_kind, rows, layout)
+
+
+def read_pair_file(path: str | Path) -> tuple[str, list[tuple[int, object, PreferencePair]]]:
+    """One file of your own pairs as training reads it (``data.format=jsonl``: the reader of its extension, the TRL
+    layout detected from its rows, every row checked): its row kind (``line`` or ``row index``) and ``(row number,
+    raw row, pair)`` of each row in file order. The first bad row raises a :class:`RowError` naming file, row and
+    field; a file without rows a :class:`DataError` naming it."""
+    source = _local_source("train", str(path), "jsonl")
+    if not source.rows:
+        raise DataError(NO_ROWS, source=str(path))
+    raws = {row.row_no: row.raw for row in source.rows}
+    pairs = _convert(source, get_format("jsonl"), RowContext(), BadRowPolicy("error"), LoadReport("jsonl"),
+                     _AspectCheck(None))
+    return source.row_kind, [(row_no, raws[row_no], pair) for row_no, pair in pairs]
 
 
 def _load_dataset(*args, source: str, **kwargs) -> datasets.Dataset | datasets.DatasetDict:
@@ -555,4 +572,4 @@ def _to_dataset(rows: list[dict]) -> datasets.Dataset:
                                       features=CANONICAL_FEATURES)
 
 
-__all__ = ["FORMATS", "LoadReport", "PreferenceData", "load_preference_data"]
+__all__ = ["FORMATS", "LoadReport", "PreferenceData", "load_preference_data", "read_pair_file"]

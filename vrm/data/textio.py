@@ -7,13 +7,17 @@
   error that says why a line is not JSON).
 - :func:`check_text` rejects a string that is not text: invalid UTF-8 read by :func:`open_text`, or a lone UTF-16
   surrogate, which JSON can write (``"\\ud800"``) but no tokenizer can encode.
+- :func:`write_jsonl_atomically` writes JSON Lines output (``vrm-score``'s, the rejects file) so that a kill never
+  leaves a part of it.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterator
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -97,3 +101,22 @@ def json_lines(path: Path) -> Iterator[tuple[int, str, object | ValueError]]:
             yield line_no, line, parse_json_line(line)
         except ValueError as err:
             yield line_no, line, err
+
+
+def write_jsonl_atomically(path: Path, records: Iterable[Mapping], default: Callable[[object], str] = str) -> None:
+    """One JSON object a line into a hidden temporary file beside ``path``, flushed to disk, then renamed onto it:
+    ``path`` is the old file or the complete new one, never a part (a kill leaves at most the hidden file).
+    Non-ASCII characters are escaped, so lone surrogates are written as they were read; ``default`` turns values
+    JSON does not know into text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=True, default=default) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

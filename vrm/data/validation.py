@@ -8,7 +8,6 @@ field). The loader adds where the row is and hands the fault to :class:`BadRowPo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -16,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from vrm.data.schema import MESSAGE_ROLES, QUESTION_TYPES, DataError, Message, PreferencePair
-from vrm.data.textio import undecodable
+from vrm.data.textio import undecodable, write_jsonl_atomically
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +193,5 @@ class BadRowPolicy:
             log.warning("%d rejected rows not written: no output folder was given", len(self.rejects))
             return None
         path = Path(output_dir) / REJECTS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as f:
-            for record in self.rejects:
-                # ensure_ascii escapes lone surrogates, so undecodable rows are kept as they were read.
-                f.write(json.dumps(record, ensure_ascii=True, default=repr) + "\n")
+        write_jsonl_atomically(path, self.rejects, default=repr)  # undecodable rows kept as they were read
         return path
