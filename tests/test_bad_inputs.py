@@ -450,3 +450,34 @@ def test_a_kill_during_the_feature_cache_write_leaves_no_partial_cache_file(tmp_
     assert not path.exists() and load_features(path) is None
     save_features(path, {"h_chosen": torch.zeros(2, 3)})
     assert torch.equal(load_features(path)["h_chosen"], torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("extra, code, named", [
+    (["--batch-size", "0"], 2, "argument --batch-size: 0 must be >= 1"),  # was silently 32
+    (["--num-samples", "-1"], 2, "argument --num-samples: -1 must be >= 0"),  # was silently accepted
+    (["--batch-size", "many"], 2, "argument --batch-size: 'many' is not an integer"),
+    (["--output", "{tmp}"], 2, "--output {tmp} is a folder"),  # was refused only after scoring, naming a temp file
+    (["--input", "{tmp}"], 1, "--input {tmp} is a folder, not a file"),  # was "does not exist"
+])
+def test_vrm_score_refuses_bad_options_before_loading(export_dir, tmp_path, capsys, extra, code, named):
+    from vrm.scoring.cli import score_main
+
+    src = jsonl(tmp_path / "in.jsonl", [{"prompt": "a", "response": "b"}])
+    args = {"--input": str(src), "--output": str(tmp_path / "out.jsonl")}
+    extra = [part.replace("{tmp}", str(tmp_path)) for part in extra]
+    for option in ("--input", "--output"):
+        if option in extra:
+            args.pop(option)
+    with pytest.raises(SystemExit) as exit_info:
+        score_main(["--model", str(export_dir), *(x for pair in args.items() for x in pair), *extra])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == code and named.replace("{tmp}", str(tmp_path)) in err, err
+    assert "Traceback" not in err
+
+
+def test_vrm_serve_refuses_a_port_out_of_range_before_loading(capsys):
+    from vrm.scoring.cli import serve_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        serve_main(["--model", "not/loaded", "--port", "99999"])  # was an OverflowError traceback after loading
+    assert exit_info.value.code == 2 and "argument --port: 99999 must be in [0, 65535]" in capsys.readouterr().err

@@ -22,6 +22,21 @@ class InputLineError(ValueError):
         super().__init__(f"{where}: {why}")
 
 
+def _count(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``); a bad one is an option error
+    naming the value, before anything is loaded."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"{value} must be {bound}")
+        return value
+    return parse
+
+
 def _scorer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scorer", choices=("model", "proxy"), default="model",
                         help="model: an exported reward model (--model, the default); proxy: the white-box proxy "
@@ -30,7 +45,7 @@ def _scorer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy-encoder", default=None,
                         help="--scorer proxy: the relevance encoder, a hub name or local folder (default: "
                              "proxy.yaml's)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=_count(1), default=None,
                         help="sequences per forward pass (default 32; for --scorer proxy, proxy.yaml's)")
     parser.add_argument("--device", default="auto",
                         help="cpu, cuda, cuda:1, ... (default: cuda if available; for --scorer proxy, proxy.yaml's)")
@@ -234,7 +249,7 @@ def score_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--input", required=True, type=Path,
                         help="JSON Lines file of prompt/response lines, or a file of preference pairs, to score")
     parser.add_argument("--output", required=True, type=Path, help="JSON Lines file to write (replaced when done)")
-    parser.add_argument("--num-samples", type=int, default=0,
+    parser.add_argument("--num-samples", type=_count(0), default=0,
                         help="VRM: Monte Carlo samples for a reward standard deviation (default 0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -242,9 +257,13 @@ def score_main(argv: Sequence[str] | None = None) -> None:
     if args.scorer == "proxy" and args.num_samples:
         parser.error("--num-samples needs a VRM export (--model)")
 
+    if args.output.is_dir():
+        parser.error(f"--output {args.output} is a folder; give the file to write")
+
     def main() -> None:
         if not args.input.is_file():
-            raise FileNotFoundError(f"--input {args.input} does not exist")
+            raise FileNotFoundError(f"--input {args.input} " + ("is a folder, not a file" if args.input.is_dir()
+                                                                else "does not exist"))
         scorer = build_scorer(args)
         n = score_file(scorer, args.input, args.output, args.num_samples, progress=not args.no_progress)
         print(f"scored {n} lines -> {args.output}", file=sys.stderr)
@@ -265,7 +284,7 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
                     "extras), GET /health.")
     _scorer_options(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=_count(0, 65535), default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
                         help=f"texts per request (default {defaults.max_batch_size})")
     parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars,
