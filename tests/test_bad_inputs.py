@@ -481,3 +481,14 @@ def test_vrm_serve_refuses_a_port_out_of_range_before_loading(capsys):
     with pytest.raises(SystemExit) as exit_info:
         serve_main(["--model", "not/loaded", "--port", "99999"])  # was an OverflowError traceback after loading
     assert exit_info.value.code == 2 and "argument --port: 99999 must be in [0, 65535]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path, body, status, named", [
+    ("/get_reward", '{"query": [NaN]}', 422, '"input":"nan"'),  # was a 500: the echoed NaN broke the answer
+    ("/score", '{"pairs": [{"prompt": "a", "response": Infinity}]}', 422, '"input":"inf"'),
+    ("/score", '{"pairs": [{"prompt": [], "response": "b"}]}', 422, "at least 1 item"),  # as vrm-score refuses it
+    ("/get_reward", '{"query": ' + "[" * 50_000 + "]" * 50_000 + "}", 400, "error parsing the body"),
+])
+def test_the_server_answers_odd_json_with_4xx(client, path, body, status, named):
+    answer = post_json_text(client, path, body)
+    assert answer.status_code == status and named in answer.text, answer.text[:500]

@@ -76,7 +76,7 @@ class MessageIn(BaseModel):
 
 class PairIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt: Text | list[MessageIn]
+    prompt: Text | Annotated[list[MessageIn], Field(min_length=1)]
     response: Text
     question_type: Literal["open", "closed", ""] | None = None
     reference: Text | None = None
@@ -149,8 +149,17 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
+def _echo(detail: dict) -> dict:
+    """A validation error as JSON can carry it: an echoed input JSON has no word for (NaN, Infinity) as its repr."""
+    try:
+        json.dumps(detail, allow_nan=False)
+    except ValueError:
+        return {**detail, "input": repr(detail.get("input"))}
+    return detail
+
+
 async def _validation_error(request: Request, error: RequestValidationError) -> AsciiJSONResponse:
-    return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, 422)
+    return AsciiJSONResponse({"detail": [_echo(detail) for detail in jsonable_encoder(error.errors())]}, 422)
 
 
 def create_app(scorer: RewardScorer | TextScorer, limits: ServerLimits | None = None, model_name: str = "") -> FastAPI:
