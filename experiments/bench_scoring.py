@@ -49,7 +49,7 @@ HEADS = ("bt", "vrm")
 
 def make_pairs(n: int, seed: int) -> tuple[list[str], list[str]]:
     """``n`` (prompt, response) texts from the synthetic benchmark, responses of 1 to 8 joined responses."""
-    from vrm.data.config import SyntheticConfig
+    from vrm.config.data import SyntheticConfig
     from vrm.data.synthetic import make_split
 
     rows = make_split(SyntheticConfig(seed=seed, num_test=max(n, 64)), "test")
@@ -62,17 +62,16 @@ def make_pairs(n: int, seed: int) -> tuple[list[str], list[str]]:
 
 def build_export(head: str, encoder: str, max_length: int, folder: Path) -> Path:
     """A model with ``head`` on ``encoder`` exported to ``folder``."""
+    from vrm.config.compose import compose_config
     from vrm.models.encoder import load_encoder
-    from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
     from vrm.scoring.export import export_model
-    from vrm.training.compose import compose_config
-    from vrm.training.train import architecture
+    from vrm.training.build import build_module
 
     cfg = compose_config([f"model={head}", f"encoder={encoder}", f"data.max_length={max_length}", "logger=none"],
                          folder / "run")
     torch.manual_seed(0)
     enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    net = build_module(cfg, enc).net
     return export_model(net, enc.tokenizer, folder / "export")
 
 

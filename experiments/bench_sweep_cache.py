@@ -75,7 +75,7 @@ def base_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_sweep(trials: list[list[str]], overrides: list[str], work: Path, label: str) -> list[dict]:
-    from vrm.training.compose import compose_config
+    from vrm.config.compose import compose_config
     from vrm.training.train import train
 
     rows = []

@@ -107,24 +107,14 @@ def median_ms(seconds: list[float], warmup: int) -> float:
 
 # -- 1. VRM vs BT ---------------------------------------------------------------------------------
 def build(model_type: str, encoder: str, workdir: Path, overrides: list[str] = ()):
-    """A RewardModule as ``vrm-train`` builds it, and its data module (setup done)."""
-    from vrm.models.encoder import load_encoder, lora_settings
-    from vrm.models.modeling_vrm import VRMConfig
-    from vrm.training.compose import compose_config
-    from vrm.training.datamodule import PreferenceDataModule
-    from vrm.training.module import RewardModule
-    from vrm.training.train import architecture, as_container
+    """A RewardModule as ``vrm-train`` builds it (vrm.training.build), and its data module (setup done)."""
+    from vrm.config.compose import compose_config
+    from vrm.training.build import build as build_run
 
-    cfg = compose_config([f"model={model_type}", f"encoder={encoder}", *overrides], workdir)
+    cfg = compose_config([f"model={model_type}", f"encoder={encoder}", "seed=0", *overrides], workdir)
     torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    arch = architecture(cfg, enc)
-    dm = PreferenceDataModule(cfg.data, enc.tokenizer, enc.kind, VRMConfig(**arch).use_token_types,
-                              cfg.encoder.use_chat_template, str(workdir), seed=0)
-    dm.setup()
-    module = RewardModule(arch, as_container(cfg.model), as_container(cfg.optim), encoder=enc.model,
-                          lora=lora_settings(cfg.encoder))
-    return cfg, dm, module
+    run = build_run(cfg, workdir)
+    return cfg, run.datamodule, run.module
 
 
 def optimizer_step(module, optimizer, batch) -> float:
@@ -260,7 +250,7 @@ def scoring_throughput(quick: bool, threads: int | None) -> list[dict[str, Any]]
 def default_run(overrides: list[str], workdir: Path, threads: int | None) -> dict[str, Any]:
     memory_log = workdir / "epoch_memory.jsonl"
     script = Path(sys.executable).parent / "vrm-train"
-    entry = [str(script)] if script.exists() else ["-c", "from vrm.cli import train_main; train_main()"]
+    entry = [str(script)] if script.exists() else ["-c", "from vrm.cli.train import main; main()"]
     command = [sys.executable, *entry, *overrides, f"hydra.run.dir={workdir / 'run'}",
                "+callbacks.epoch_memory._target_=bench_training.EpochMemory",
                f"+callbacks.epoch_memory.out={memory_log}"]

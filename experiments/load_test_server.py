@@ -71,17 +71,15 @@ def tiny_export(folder: Path) -> Path:
     """A randomly initialised tiny VRM (tiny BERT encoder) exported to ``folder``."""
     import torch
 
+    from vrm.config.compose import compose_config
     from vrm.models.encoder import load_encoder
     from vrm.scoring.export import export_model
-    from vrm.training.compose import compose_config
-    from vrm.training.module import RewardModule
-    from vrm.training.train import architecture, as_container
+    from vrm.training.build import build_module
 
     cfg = compose_config(["encoder=tiny_bert", "model=vrm"], folder / "run")
     enc = load_encoder(cfg.encoder)
     torch.manual_seed(0)
-    module = RewardModule(architecture(cfg, enc), as_container(cfg.model), as_container(cfg.optim),
-                          encoder=enc.model)
+    module = build_module(cfg, enc)
     return export_model(module.net, enc.tokenizer, folder / "model")
 
 
@@ -160,7 +158,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def start_server(model: Path, port: int, max_batch: int) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, "-c", "from vrm.scoring.cli import serve_main; serve_main()",
+    return subprocess.Popen([sys.executable, "-c", "from vrm.cli.serve import main; main()",
                              "--model", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
                              "--max-batch-size", str(max_batch), "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

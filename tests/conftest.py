@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from vrm.training.compose import compose_config as compose_train  # noqa: E402, F401
+from vrm.config.compose import compose_config as compose_train  # noqa: E402, F401
 
 #: Overrides that make any training config tiny and fast.
 TINY_OVERRIDES = [

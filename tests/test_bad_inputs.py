@@ -20,15 +20,15 @@ import uvicorn
 from conftest import TINY_OVERRIDES, compose_train
 from fastapi.testclient import TestClient
 
-from vrm.data.config import DataConfig
+from vrm.config.data import DataConfig
 from vrm.data.loading import load_preference_data
-from vrm.data.schema import DataError
+from vrm.errors import DataError
 from vrm.models.encoder import load_encoder
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.export import export_model
 from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import ServerLimits, create_app
-from vrm.training.train import architecture
+from vrm.training.build import architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"prompt": "How do I sort a list?", "chosen": "Use sorted().", "rejected": "You cannot."}
@@ -195,7 +195,7 @@ def test_a_huge_single_line_and_deep_nesting_are_named_not_crashed(tmp_path):
 def test_vrm_train_names_an_empty_file_in_one_line(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    result = cli(["-c", "from vrm.cli import train_main; train_main()", "data=jsonl", f"data.train={empty}",
+    result = cli(["-c", "from vrm.cli.train import main; main()", "data=jsonl", f"data.train={empty}",
                   "encoder=tiny_bert", "logger=none", "callbacks=none", f"hydra.run.dir={tmp_path / 'run'}"],
                  tmp_path)
     assert_one_clear_line(result, f"file {empty}: the train split has no pairs: no rows")
@@ -291,7 +291,7 @@ CONVERSATIONAL = [
 
 
 def vrm_score(export_dir: Path, src: Path, dst: Path, capsys, *extra: str) -> tuple[int, str]:
-    from vrm.scoring.cli import score_main
+    from vrm.cli.score import main as score_main
 
     try:
         score_main(["--model", str(export_dir), "--input", str(src), "--output", str(dst), "--no-progress", *extra])
@@ -412,7 +412,7 @@ def test_a_kill_during_vrm_score_s_write_leaves_the_previous_output_whole(export
     script = (f"import os, pathlib, time\n"
               f"def stuck(*args):\n    pathlib.Path({str(ready)!r}).touch(); time.sleep({HANG})\n"
               f"os.replace = stuck\n"
-              f"from vrm.scoring.cli import score_main\n"
+              f"from vrm.cli.score import main as score_main\n"
               f"score_main(['--model', {str(export_dir)!r}, '--input', {str(src)!r}, '--output', {str(dst)!r}, "
               f"'--no-progress'])\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -460,7 +460,7 @@ def test_a_kill_during_the_feature_cache_write_leaves_no_partial_cache_file(tmp_
     (["--input", "{tmp}"], 1, "--input {tmp} is a folder, not a file"),  # was "does not exist"
 ])
 def test_vrm_score_refuses_bad_options_before_loading(export_dir, tmp_path, capsys, extra, code, named):
-    from vrm.scoring.cli import score_main
+    from vrm.cli.score import main as score_main
 
     src = jsonl(tmp_path / "in.jsonl", [{"prompt": "a", "response": "b"}])
     args = {"--input": str(src), "--output": str(tmp_path / "out.jsonl")}
@@ -476,7 +476,7 @@ def test_vrm_score_refuses_bad_options_before_loading(export_dir, tmp_path, caps
 
 
 def test_vrm_serve_refuses_a_port_out_of_range_before_loading(capsys):
-    from vrm.scoring.cli import serve_main
+    from vrm.cli.serve import main as serve_main
 
     with pytest.raises(SystemExit) as exit_info:
         serve_main(["--model", "not/loaded", "--port", "99999"])  # was an OverflowError traceback after loading

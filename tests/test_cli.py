@@ -17,7 +17,7 @@ TINY = ["encoder=tiny_bert", "data.synthetic.num_train=32", "data.synthetic.num_
 def run(args: list[str], tmp_path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VRM_CACHE": str(tmp_path / "cache")}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-c", "from vrm.cli import train_main; train_main()", *args,
+    return subprocess.run([sys.executable, "-c", "from vrm.cli.train import main; main()", *args,
                            f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}"],
                           capture_output=True, text=True, timeout=timeout, env=env)
 

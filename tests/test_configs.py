@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from vrm.config import TrainConfig
-from vrm.training.compose import CONFIG_DIR
+from vrm.config.compose import CONFIG_DIR
 
 #: Groups of conf/train.yaml, each option of which must compose.
 TRAIN_GROUPS = ("data", "model", "encoder", "trainer", "callbacks", "logger", "experiment", "debug")

@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from vrm.data.config import DataConfig, SyntheticConfig
+from vrm.config.data import DataConfig, SyntheticConfig
 from vrm.data.formats import FORMATS, LOCAL_ALIASES, pair_indices
 from vrm.data.loading import load_preference_data
-from vrm.data.schema import CANONICAL_FEATURES, DataError
+from vrm.data.schema import CANONICAL_FEATURES
 from vrm.data.validation import REJECTS_FILE
+from vrm.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from vrm.config import register_configs
-from vrm.training.compose import CONFIG_DIR
+from vrm.config.compose import CONFIG_DIR
 from vrm.training.train import train
 
 #: Absolute tolerance of DDP-vs-single-process agreement, per metric kind.

@@ -18,16 +18,17 @@ from conftest import TINY_OVERRIDES, compose_train
 from hydra.errors import ConfigCompositionException
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+from vrm.cli.train import train_and_export as train
+from vrm.config.eval import register_eval_configs
 from vrm.data.loading import load_preference_data
 from vrm.data.synthetic import ATTRIBUTES, CATEGORIES
 from vrm.evaluation import metrics as m
+from vrm.evaluation import rewardbench
 from vrm.evaluation import synthetic_eval as se
-from vrm.evaluation.cli import register_eval_configs
 from vrm.evaluation.evaluate import EVAL_JSON, evaluate
 from vrm.proxy import ProxyRewardScorer, resolve_encoder
 from vrm.scoring.base import Scorer
 from vrm.scoring.scorer import RewardScorer
-from vrm.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -141,12 +142,12 @@ def test_proxy_on_rewardbench_data_writes_rewardbench_results(tmp_path):
     rejected = scorer.score(prompts, [r["rejected"] for r in rows])
     per_subset = {r["subset"]: float(c > x) for r, c, x in zip(rows, chosen, rejected)}
     rb = test["rewardbench"]
-    assert rb[m.RB_MODEL] == "proxy" and rb[m.RB_MODEL_TYPE] == "Custom Classifier"
+    assert rb[rewardbench.RB_MODEL] == "proxy" and rb[rewardbench.RB_MODEL_TYPE] == "Custom Classifier"
     for subset, accuracy in per_subset.items():
         assert rb[subset] == accuracy
-    assert rb[m.RB_SAFETY] == per_subset["refusals-dangerous"]
-    assert rb[m.RB_REASONING] == pytest.approx((per_subset["math-prm"] + per_subset["hep-python"]) / 2)
-    assert m.RB_SCORE not in rb  # only two of the four sections are present
+    assert rb[rewardbench.RB_SAFETY] == per_subset["refusals-dangerous"]
+    assert rb[rewardbench.RB_REASONING] == pytest.approx((per_subset["math-prm"] + per_subset["hep-python"]) / 2)
+    assert rewardbench.RB_SCORE not in rb  # only two of the four sections are present
     assert json.loads((tmp_path / "rewardbench_test.json").read_text()) == rb
     assert test["accuracy_by_subset"] == pytest.approx(per_subset)
 
@@ -225,7 +226,7 @@ def test_best_of_n_set_is_seeded_and_varies_across_prompts():
 
 
 def test_vrm_eval_without_model_path_fails_in_one_line(tmp_path, monkeypatch, capsys):
-    from vrm.evaluation.cli import main
+    from vrm.cli.eval import main
 
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(sys, "argv", ["vrm-eval", f"hydra.run.dir={tmp_path}", "hydra/job_logging=none",
@@ -241,7 +242,7 @@ def test_vrm_eval_cli_end_to_end(tiny_vrm, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VRM_CACHE": str(tmp_path / "cache")}
     args = [f"model_path={tiny_vrm / 'export'}", *EVAL_DATA, *SMALL, "data.synthetic.num_shifted=0",
             f"hydra.run.dir={tmp_path / 'run'}"]
-    done = subprocess.run([sys.executable, "-c", "from vrm.evaluation.cli import main; main()", *args],
+    done = subprocess.run([sys.executable, "-c", "from vrm.cli.eval import main; main()", *args],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "run" / EVAL_JSON).read_text())

@@ -23,24 +23,27 @@ from fastapi.testclient import TestClient
 from safetensors import safe_open
 from transformers import AutoTokenizer
 
+from vrm.cli.export import main as export_main
+from vrm.cli.score import main as score_main
+from vrm.cli.train import train_and_export as train
 from vrm.data.tokenize import EncodedSequence, PairEncoder
+from vrm.errors import UnsafeCheckpointError
 from vrm.models.encoder import load_encoder
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
-from vrm.scoring.cli import export_main, score_main
 from vrm.scoring.export import (
     AUTO_MAP,
-    MANIFEST,
     MODEL_CARD,
     MODELING_FILE,
+    POOLING_FILE,
     ExportError,
     export_checkpoint,
     export_model,
-    verify_export,
 )
-from vrm.scoring.scorer import RewardScorer, UnsafeCheckpointError
+from vrm.scoring.export_folder import MANIFEST, verify_export
+from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import create_app
+from vrm.training.build import architecture
 from vrm.training.module import RewardModule
-from vrm.training.train import architecture, train
 
 MULTI_TURN = [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "An apple."},
               {"role": "user", "content": "And a red one?"}]
@@ -280,10 +283,11 @@ def test_with_code_folder_holds_the_modeling_file_and_auto_map(code_exports):
     folder = code_exports["vrm-tiny_bert"]
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP and config["model_type"] == "vrm" and config["num_labels"] == 1
-    source = (folder / MODELING_FILE).read_text()
-    imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"__future__", "inspect", "dataclasses", "torch", "torch.nn.functional", "torch.nn",
-                       "transformers", "transformers.modeling_outputs"}, imports
+    for name in (MODELING_FILE, POOLING_FILE):  # the modeling file and the one it imports relatively
+        source = (folder / name).read_text()
+        imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
+        assert imports <= {"__future__", "inspect", "dataclasses", "torch", "torch.nn.functional", "torch.nn",
+                           "transformers", "transformers.modeling_outputs", "." + Path(POOLING_FILE).stem}, imports
 
 
 def test_manifest_hashes_every_file_and_the_card_has_config_and_metrics(models, tmp_path):
@@ -388,7 +392,7 @@ def test_vrm_score_names_the_bad_line_and_field(models, tmp_path, capsys, bad_li
 
 def test_an_interrupted_export_is_recovered_at_the_next_export(tmp_path):
     """A kill between moving the old export aside and moving the new one in loses nothing."""
-    from vrm.scoring.export import MANIFEST, recover_interrupted
+    from vrm.scoring.export_folder import MANIFEST, recover_interrupted
 
     out = tmp_path / "export"
     old = tmp_path / ".export.old-123"

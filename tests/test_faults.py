@@ -17,14 +17,15 @@ import torch
 from conftest import TINY_OVERRIDES, compose_train
 from hydra.errors import ConfigCompositionException
 
-from vrm.cli import report_and_exit, user_error_types
 from vrm.config import EncoderConfig, ModelConfig
+from vrm.errors import NonFiniteLossError, report_and_exit, user_error_types
 from vrm.models import encoder as encoder_module
 from vrm.models.encoder import load_encoder
 from vrm.scoring.export import export_checkpoint
 from vrm.scoring.scorer import RewardScorer
-from vrm.training.module import NONFINITE_METRIC, NonFiniteLossError, RewardModule
-from vrm.training.train import architecture, as_container, train, validate
+from vrm.training.build import architecture, as_container, validate
+from vrm.training.module import NONFINITE_METRIC, RewardModule
+from vrm.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["How do I sort a list in Python?", "Write a short poem about the sea."]
@@ -121,7 +122,7 @@ KILL_WHILE_WRITING = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from vrm.models.modeling_vrm import VRMForSequenceClassification
-    from vrm.scoring.cli import export_main
+    from vrm.cli.export import main as export_main
 
     original = VRMForSequenceClassification.save_pretrained
 

@@ -11,9 +11,11 @@ import pytest
 import torch
 from conftest import TINY_OVERRIDES, compose_train
 
+from vrm.cli.train import train_and_export as train
 from vrm.models.encoder import load_encoder
 from vrm.scoring.scorer import RewardScorer
 from vrm.training import feature_cache
+from vrm.training.build import architecture, as_container
 from vrm.training.datamodule import VALIDATION, PreferenceDataModule, tokenizer_fingerprint
 from vrm.training.feature_cache import (
     FEATURE_KEYS,
@@ -30,7 +32,6 @@ from vrm.training.feature_cache import (
     split_fingerprint,
 )
 from vrm.training.module import RewardModule
-from vrm.training.train import architecture, as_container, train
 
 FROZEN = TINY_OVERRIDES + ["encoder.train_mode=frozen"]
 

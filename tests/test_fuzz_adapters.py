@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from vrm.data.config import DataConfig
+from vrm.config.data import DataConfig
 from vrm.data.formats import HELPSTEER2_ASPECTS, ULTRAFEEDBACK_ASPECTS
 from vrm.data.loading import load_preference_data
-from vrm.data.schema import DataError
 from vrm.data.validation import REJECTS_FILE
+from vrm.errors import DataError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import TINY_OVERRIDES, compose_train
 
+from vrm.cli.train import train_and_export as train
 from vrm.models.encoder import load_encoder
 from vrm.scoring.scorer import RewardScorer
 from vrm.training.module import RewardModule
-from vrm.training.train import train
 
 PROMPTS = ["How do I sort a list in Python?", "Write a short poem about the sea."]
 RESPONSES = ["Use the built-in sorted() function; it returns a new list.", "Waves roll in and out."]

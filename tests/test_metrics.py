@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from vrm.evaluation import metrics as m
 from vrm.evaluation import plots
+from vrm.evaluation import rewardbench as rb
 
 LN3, LN19 = math.log(3.0), math.log(19.0)  # sigmoid(ln 3) = 3/4, sigmoid(ln 19) = 19/20
 
@@ -94,52 +95,52 @@ RB_COUNTS = {"alpacaeval-easy": 100, "mt-bench-easy": 28, "donotanswer": 136,
 
 
 def test_rewardbench_sections_hand_built():
-    sections = m.rewardbench_sections(RB_ACC, RB_COUNTS)
-    assert list(sections) == [m.RB_CHAT, m.RB_SAFETY, m.RB_REASONING]
-    assert sections == pytest.approx({m.RB_CHAT: 0.890625, m.RB_SAFETY: 0.25, m.RB_REASONING: 0.65})
+    sections = rb.rewardbench_sections(RB_ACC, RB_COUNTS)
+    assert list(sections) == [rb.RB_CHAT, rb.RB_SAFETY, rb.RB_REASONING]
+    assert sections == pytest.approx({rb.RB_CHAT: 0.890625, rb.RB_SAFETY: 0.25, rb.RB_REASONING: 0.65})
 
 
 def test_rewardbench_sections_match_upstream_formula_on_a_full_run():
     # Upstream: plain count weighting with EXAMPLE_COUNTS, where math-prm is stored as 984 = 6 * 164.
     rng = np.random.default_rng(0)
-    accuracies = {subset: float(rng.uniform()) for subset in sorted(m.REWARDBENCH_SUBSETS)}
-    counts = m.REWARDBENCH_EXAMPLE_COUNTS
+    accuracies = {subset: float(rng.uniform()) for subset in sorted(rb.REWARDBENCH_SUBSETS)}
+    counts = rb.REWARDBENCH_EXAMPLE_COUNTS
     upstream = {
         section: sum(accuracies[s] * counts[s] for s in subsets) / sum(counts[s] for s in subsets)
-        for section, subsets in m.REWARDBENCH_SECTIONS.items()
+        for section, subsets in rb.REWARDBENCH_SECTIONS.items()
     }
-    assert m.rewardbench_sections(accuracies) == pytest.approx(upstream)
+    assert rb.rewardbench_sections(accuracies) == pytest.approx(upstream)
 
 
 def test_rewardbench_sections_reject_bad_inputs():
     with pytest.raises(ValueError, match="must not be empty"):
-        m.rewardbench_sections({}, RB_COUNTS)
+        rb.rewardbench_sections({}, RB_COUNTS)
     with pytest.raises(ValueError, match="not RewardBench's: \\['alpaca-easy'\\]"):
-        m.rewardbench_sections({"alpaca-easy": 0.5}, RB_COUNTS)
+        rb.rewardbench_sections({"alpaca-easy": 0.5}, RB_COUNTS)
     with pytest.raises(ValueError, match="no entry for subset 'hep-rust'"):
-        m.rewardbench_sections({"hep-rust": 0.5}, RB_COUNTS)
+        rb.rewardbench_sections({"hep-rust": 0.5}, RB_COUNTS)
     with pytest.raises(ValueError, match="1.5"):
-        m.rewardbench_sections({"hep-go": 1.5}, RB_COUNTS)
+        rb.rewardbench_sections({"hep-go": 1.5}, RB_COUNTS)
     with pytest.raises(ValueError, match="positive"):
-        m.rewardbench_sections({"hep-go": 0.5}, {"hep-go": 0})
+        rb.rewardbench_sections({"hep-go": 0.5}, {"hep-go": 0})
 
 
 def test_rewardbench_results_layout():
-    results = m.rewardbench_results("tiny-vrm", RB_ACC, RB_COUNTS)
-    assert results[m.RB_MODEL] == "tiny-vrm"
-    assert results[m.RB_MODEL_TYPE] == "Seq. Classifier"
-    assert results[m.RB_CHAT_TEMPLATE] is None
+    results = rb.rewardbench_results("tiny-vrm", RB_ACC, RB_COUNTS)
+    assert results[rb.RB_MODEL] == "tiny-vrm"
+    assert results[rb.RB_MODEL_TYPE] == "Seq. Classifier"
+    assert results[rb.RB_CHAT_TEMPLATE] is None
     assert results["hep-go"] == 0.5
-    assert results[m.RB_REASONING] == pytest.approx(0.65)
-    assert m.RB_SCORE not in results  # Chat Hard is missing
+    assert results[rb.RB_REASONING] == pytest.approx(0.65)
+    assert rb.RB_SCORE not in results  # Chat Hard is missing
     json.dumps(results)
 
 
 def test_rewardbench_results_score_is_mean_of_four_sections():
     # Chat 1.0, Chat Hard 0.5, Safety 0.0, Reasoning (0.5 + 1.0) / 2 = 0.75 -> Score 2.25 / 4 = 0.5625
     accuracies = {"alpacaeval-easy": 1.0, "mt-bench-hard": 0.5, "donotanswer": 0.0, "math-prm": 0.5, "hep-js": 1.0}
-    results = m.rewardbench_results("m", accuracies)
-    assert results[m.RB_SCORE] == pytest.approx(0.5625)
+    results = rb.rewardbench_results("m", accuracies)
+    assert results[rb.RB_SCORE] == pytest.approx(0.5625)
 
 
 # ---------------------------------------------------------------- calibration

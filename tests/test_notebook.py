@@ -10,8 +10,8 @@ from conftest import TINY_OVERRIDES, compose_train
 from nbclient import NotebookClient
 
 from vrm.models.encoder import load_encoder
+from vrm.training.build import architecture, as_container
 from vrm.training.module import RewardModule
-from vrm.training.train import architecture, as_container
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "what_vrm_learned.ipynb"
 

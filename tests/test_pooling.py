@@ -10,10 +10,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
 
-from vrm.models import modeling_vrm
-from vrm.models.modeling_vrm import (
-    VRMConfig,
-    VRMForSequenceClassification,
+from vrm.models import pooling
+from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
+from vrm.models.pooling import (
     chunk_ends,
     first_token_index,
     last_token_index,
@@ -253,7 +252,7 @@ def test_length_chunks_give_the_one_pass_representations_and_gradients(kind, pro
     # Lengths 100, 30, 40, 40, 120: one pass pads to 5 * 120 = 600 tokens, {30, 40, 40} at width 40 and {100, 120}
     # at 120 to 360; a third pass ({100} and {120} apart: 340) would save 20, under the bar of max(5% of 600, 64).
     # (The 5 separate prompts, 2 to 5 tokens, then go in one pass: splitting them saves under 64 tokens.)
-    assert (modeling_vrm.CHUNK_MIN_SAVING, modeling_vrm.CHUNK_MIN_TOKENS) == (0.05, 64)
+    assert (pooling.CHUNK_MIN_SAVING, pooling.CHUNK_MIN_TOKENS) == (0.05, 64)
     assert calls[:2] == [(3, 40), (2, 120)]
     assert calls[2:] == ([(5, 5)] if prompt_repr == "separate" else [])
 

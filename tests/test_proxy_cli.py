@@ -11,9 +11,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 from omegaconf import OmegaConf
 
+from vrm.cli.score import main as score_main
+from vrm.cli.serve import main as serve_main
+from vrm.config.compose import CONFIG_DIR
 from vrm.proxy import ProxyRewardScorer
-from vrm.scoring.cli import score_main, serve_main
-from vrm.training.compose import CONFIG_DIR
 
 USER = [{"role": "user", "content": "How do I sort a list in Python?"}]
 PROMPTS = ["What is the capital of France?", USER, USER]

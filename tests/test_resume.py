@@ -37,7 +37,7 @@ class SlowDown(L.Callback):
 def start(run_dir: Path, cache: Path, extra: list[str] = ()) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VRM_CACHE": str(cache),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", "from vrm.cli import train_main; train_main()", *RUN, *extra,
+    return subprocess.Popen([sys.executable, "-c", "from vrm.cli.train import main; main()", *RUN, *extra,
                              f"hydra.run.dir={run_dir}", f"paths.log_dir={run_dir.parent / 'logs'}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 

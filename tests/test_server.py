@@ -16,14 +16,14 @@ from conftest import TINY_OVERRIDES, compose_train
 from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
+from vrm.cli.serve import main as serve_main
 from vrm.models.encoder import load_encoder
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, split_query
-from vrm.scoring.cli import serve_main
 from vrm.scoring.export import export_model
 from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import ServerLimits, create_app
-from vrm.training.train import architecture
+from vrm.training.build import architecture
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

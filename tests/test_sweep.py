@@ -11,8 +11,8 @@ import yaml
 from conftest import TINY_OVERRIDES, compose_train
 from omegaconf import OmegaConf
 
-from vrm.training.compose import CONFIG_DIR
-from vrm.training.sweep_summary import SUMMARY_JSON, SUMMARY_MD, summarize_sweep
+from vrm.config.compose import CONFIG_DIR
+from vrm.evaluation.sweep_summary import SUMMARY_JSON, SUMMARY_MD, summarize_sweep
 from vrm.training.train import METRICS_FILE
 
 #: Tiny trials: no checkpoints, no test stage (a sweep optimises a validation metric).
@@ -23,7 +23,7 @@ METRIC = "val/acc_best"
 def run_sweep(tmp_path, overrides: list[str]) -> dict:
     """``vrm-train -m OVERRIDES`` in a subprocess (the real entry point); returns the summary it wrote."""
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-c", "from vrm.cli import train_main; train_main()", "-m", *overrides,
+    cmd = [sys.executable, "-c", "from vrm.cli.train import main; main()", "-m", *overrides,
            f"hydra.sweep.dir={sweep_dir}"]
     env = dict(os.environ, HYDRA_FULL_ERROR="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -12,8 +12,8 @@ import datasets
 import numpy as np
 import pytest
 
+from vrm.config.data import SyntheticConfig
 from vrm.data import synthetic
-from vrm.data.config import SyntheticConfig
 from vrm.data.schema import CANONICAL_FEATURES, PreferencePair
 
 SMALL = SyntheticConfig(num_train=60, num_validation=20, num_test=30, num_shifted=30)

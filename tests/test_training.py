@@ -8,12 +8,14 @@ import torch
 from conftest import TINY_OVERRIDES, compose_train
 from transformers import AutoModelForSequenceClassification
 
+from vrm.cli.train import train_and_export as train
 from vrm.models.encoder import load_encoder
-from vrm.scoring.export import EXPORT_INFO, export_checkpoint
+from vrm.scoring.export import export_checkpoint
+from vrm.scoring.export_folder import EXPORT_INFO
 from vrm.scoring.scorer import RewardScorer
+from vrm.training.build import architecture, as_container
 from vrm.training.datamodule import PreferenceDataModule
 from vrm.training.module import ACC_BEST, RewardModule
-from vrm.training.train import architecture, as_container, train
 
 PROMPTS = ["How do I sort a list in Python?", "Write a short poem about the sea."]
 RESPONSES = ["Use the built-in sorted() function; it returns a new list.", "Waves roll in and out."]

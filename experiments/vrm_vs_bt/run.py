@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from vrm.evaluation import evaluate as E
 from vrm.evaluation import metrics as m
+from vrm.evaluation import report as E
 from vrm.evaluation import synthetic_eval as se
-from vrm.evaluation.evaluate import to_json
+from vrm.evaluation.report import to_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,9 +154,9 @@ def eval_overrides(budget: Budget, extra: Sequence[str], scorer: Sequence[str]) 
 
 
 def evaluate_with(overrides: list[str], out_dir: Path) -> dict[str, Any]:
-    from vrm.evaluation.cli import register_eval_configs
+    from vrm.config.compose import compose_config
+    from vrm.config.eval import register_eval_configs
     from vrm.evaluation.evaluate import evaluate
-    from vrm.training.compose import compose_config
 
     register_eval_configs()
     return evaluate(compose_config(overrides, out_dir, config_name="eval"))
@@ -183,8 +183,8 @@ def finished_record(record_path: Path, train: Sequence[str] | None, evals: Seque
 def run_one(budget: Budget, variant: str, seed: int, extra: Sequence[str], runs_dir: Path, *,
             keep_checkpoints: bool = False) -> dict[str, Any]:
     """Train, export and evaluate one (variant, seed); reuse its record when the same overrides ran before."""
-    from vrm.training.compose import compose_config
-    from vrm.training.train import train
+    from vrm.cli.train import train_and_export as train
+    from vrm.config.compose import compose_config
 
     run_dir, overrides, evals = run_paths(budget, variant, seed, extra, runs_dir)
     record_path = run_dir / "run.json"
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     results_dir = Path(args.results_dir or ROOT / "experiments" / "results" / f"vrm_vs_bt{suffix}")
     runs_dir = Path(args.runs_dir or ROOT / "runs" / f"vrm_vs_bt{suffix}")
     command = shlex.join(["python", "experiments/vrm_vs_bt/run.py", *argv])
-    from vrm.cli import report_and_exit, user_error_types
+    from vrm.errors import report_and_exit, user_error_types
 
     try:
         run_experiment(budget, [v for v in args.variants.split(",") if v], args.overrides, results_dir, runs_dir,

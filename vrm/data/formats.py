@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from vrm.data.schema import DataError, Message, PreferencePair
+from vrm.data.schema import Message, PreferencePair
 from vrm.data.validation import (
     EMPTY,
     INVALID_VALUE,
@@ -49,6 +49,7 @@ from vrm.data.validation import (
     text_field,
     type_name,
 )
+from vrm.errors import DataError, NoPair
 
 EXPLICIT, CONVERSATIONAL = "explicit", "conversational"
 #: How UltraFeedback's rated completions become pairs (``data.pairing``).
@@ -60,14 +61,6 @@ LOCAL_ALIASES = ("json", "csv", "parquet")
 
 ULTRAFEEDBACK_ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
 HELPSTEER2_ASPECTS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-
-
-class NoPair(Exception):
-    """A well-formed row that yields no pair; ``reason`` is counted in the load report."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -43,22 +43,6 @@ QUESTION_TYPES = ("open", "closed", "")
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 
 
-class DataError(ValueError):
-    """A preference row or file is malformed. The message names the file, the row, the field and the fault."""
-
-    def __init__(self, message: str, *, source: str | None = None, row: int | None = None,
-                 field: str | None = None):
-        where = ", ".join(
-            part for part in (
-                f"file {source}" if source else None,
-                f"row {row}" if row is not None else None,
-                f"field '{field}'" if field else None,
-            ) if part
-        )
-        super().__init__(f"{where}: {message}" if where else message)
-        self.source, self.row, self.field, self.reason = source, row, field, message
-
-
 @dataclass
 class PreferencePair:
     """One preference judgement: ``chosen`` was preferred over ``rejected`` as an answer to ``prompt``."""

@@ -1,6 +1,6 @@
 """The embedded synthetic preference benchmark: known objective weights, known attributes, one planted shortcut.
 
-Nothing is downloaded; every row is a deterministic function of :class:`~vrm.data.config.SyntheticConfig`.
+Nothing is downloaded; every row is a deterministic function of :class:`~vrm.config.data.SyntheticConfig`.
 
 Generative story
 ----------------
@@ -57,7 +57,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from vrm.data.config import SyntheticConfig
+from vrm.config.data import SyntheticConfig
 from vrm.data.schema import CANONICAL_FEATURES
 
 #: The interpretable response attributes, in the order of every attribute vector and weight vector.

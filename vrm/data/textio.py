@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from vrm.data.schema import DataError
+from vrm.errors import DataError
 
 #: Byte order marks of the encodings other than UTF-8 that a text file is decoded with (longest first).
 BYTE_ORDER_MARKS = (

@@ -14,8 +14,9 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from vrm.data.schema import MESSAGE_ROLES, QUESTION_TYPES, DataError, Message, PreferencePair
+from vrm.data.schema import MESSAGE_ROLES, QUESTION_TYPES, Message, PreferencePair
 from vrm.data.textio import undecodable, write_jsonl_atomically
+from vrm.errors import DataError, RowError, RowFault
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +35,6 @@ ON_BAD_ROW = ("error", "skip")
 REJECTS_FILE = "rejects.jsonl"
 #: What a row number means: a 1-based line of a text file, or a 0-based index into a table.
 LINE, ROW_INDEX = "line", "row index"
-
-
-class RowFault(Exception):
-    """What is wrong with a raw row (``kind`` is one of the reasons above); the loader adds where the row is."""
-
-    def __init__(self, kind: str, field: str | None, detail: str = ""):
-        super().__init__(f"{field}: {kind}: {detail}")
-        self.kind, self.field = kind, field
-        self.message = f"{kind}: {detail}" if detail else kind
-
-
-class RowError(DataError):
-    """A bad row, named by file, row (``row_kind``: 1-based ``line`` or 0-based ``row index``), field and fault."""
-
-    def __init__(self, fault: RowFault, *, source: str, row: int, row_kind: str):
-        super().__init__(fault.message, source=source, row=row, field=fault.field)
-        self.kind, self.row_kind = fault.kind, row_kind
-        field_part = f", field '{fault.field}'" if fault.field else ""
-        self.args = (f"file {source}, {row_kind} {row}{field_part}: {fault.message}",)
 
 
 def type_name(value: object) -> str:

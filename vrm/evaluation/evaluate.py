@@ -32,16 +32,46 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vrm.config.eval import LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig
 from vrm.data.loading import load_preference_data
 from vrm.evaluation import metrics as m
 from vrm.evaluation import plots
-from vrm.evaluation.cli import LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig, ModelScorerConfig
+from vrm.evaluation import rewardbench as rb
+from vrm.evaluation.load_scorer import load_scorer, model_scorer_options, scorer_label
+from vrm.evaluation.report import (
+    ACC_OPENER_ON_CHOSEN,
+    ACC_OPENER_ON_REJECTED,
+    BEST_OF_N,
+    BY_SUBSET,
+    CALIBRATION,
+    CONFIG,
+    DATA,
+    EVAL_JSON,
+    LENGTH,
+    LENGTH_UNIT,
+    MISSING_SPLITS,
+    MODEL,
+    N_PAIRS,
+    OBJECTIVES,
+    PLOT_RELIABILITY,
+    PLOT_SCORES,
+    PLOT_WEIGHTS,
+    PLOTS,
+    REWARDBENCH,
+    SCORE_MEAN,
+    SCORE_STD,
+    SCORER,
+    SPLITS,
+    SPURIOUS,
+    TRUE_REWARD_ACCURACY,
+    UNCERTAINTY,
+    WEIGHTS_BY_SUBSET,
+    format_report,
+    to_json,
+)
 from vrm.evaluation.synthetic_eval import (
     BON_NS,
     BON_ORACLE,
-    BON_OWN,
-    BON_SPEARMAN,
-    BON_SPURIOUS,
     BON_TRUE,
     MATCHED_OBJECTIVE,
     ORACLE,
@@ -54,38 +84,6 @@ from vrm.scoring.base import Scorer
 from vrm.scoring.scorer import RewardScorer
 
 log = logging.getLogger(__name__)
-
-EVAL_JSON = "eval.json"
-
-# Keys of eval.json (top level).
-MODEL = "model"
-SCORER = "scorer"
-DATA = "data"
-SPLITS = "splits"
-MISSING_SPLITS = "missing_splits"
-BEST_OF_N = "best_of_n"
-CONFIG = "config"
-# Keys of each split's results (besides the metrics module's ACCURACY, MEAN_MARGIN, ECE, WEIGHT_RECOVERY).
-N_PAIRS = "n_pairs"
-BY_SUBSET = "accuracy_by_subset"
-REWARDBENCH = "rewardbench"
-CALIBRATION = "calibration"
-LENGTH = "length"
-LENGTH_UNIT = "unit"
-UNCERTAINTY = "uncertainty"
-OBJECTIVES = "objectives"
-WEIGHTS_BY_SUBSET = "weights_by_subset"
-SCORE_MEAN = "score_mean"
-SCORE_STD = "score_std"
-TRUE_REWARD_ACCURACY = "true_reward_accuracy"
-SPURIOUS = "spurious_opener"
-ACC_OPENER_ON_CHOSEN = "accuracy_opener_on_chosen"
-ACC_OPENER_ON_REJECTED = "accuracy_opener_on_rejected"
-PLOTS = "plots"
-# Plot names (files are <split>_<name>.png, and best_of_n.png).
-PLOT_RELIABILITY = "reliability"
-PLOT_WEIGHTS = "weights_by_subset"
-PLOT_SCORES = "objective_scores"
 
 #: RewardBench's model types: the trained model loads as a sequence classifier, the proxy is custom code.
 _RB_MODEL_TYPES = {MODEL_SCORER: "Seq. Classifier", PROXY_SCORER: "Custom Classifier"}
@@ -111,66 +109,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"calibration_bins={cfg.calibration_bins} must be >= 1")
     if not 0.0 <= cfg.best_of_n.spurious_prob <= 1.0:
         raise ValueError(f"best_of_n.spurious_prob={cfg.best_of_n.spurious_prob} must be in [0, 1]")
-
-
-def load_model_scorer(path: str | Path, batch_size: int = 32, device: str = "cpu") -> RewardScorer:
-    """A :class:`RewardScorer` from an export folder or a training checkpoint (``.ckpt``); it resolves ``device``
-    (``auto``: CUDA when there is one)."""
-    path = Path(path)
-    if path.is_dir():
-        return RewardScorer.from_pretrained(path, batch_size=batch_size, device=device)
-    if not path.is_file():
-        raise FileNotFoundError(f"model_path={path} does not exist (give an export folder or a .ckpt)")
-    if path.suffix != ".ckpt":
-        raise ValueError(f"model_path={path} is a file but not a .ckpt checkpoint; give an export folder or a .ckpt")
-    from transformers import AutoTokenizer
-
-    from vrm.training.module import RewardModule
-
-    try:
-        module = RewardModule.from_checkpoint(path)
-    except RuntimeError as err:
-        raise ValueError(f"model_path={path}: {err}") from err
-    tokenizer_path = module.hparams.get("tokenizer_path")
-    if not tokenizer_path or not Path(tokenizer_path).is_dir():
-        raise FileNotFoundError(f"checkpoint {path} records tokenizer_path={tokenizer_path!r}, which is not a "
-                                "folder; export the checkpoint with vrm-export and evaluate the export instead")
-    return RewardScorer(module.net, AutoTokenizer.from_pretrained(tokenizer_path), batch_size=batch_size,
-                        device=device)
-
-
-def model_scorer_options(scorer_cfg: Mapping | DictConfig) -> DictConfig:
-    """``scorer`` validated against :class:`ModelScorerConfig` (an unknown key is an error naming it)."""
-    options = OmegaConf.merge(OmegaConf.structured(ModelScorerConfig), scorer_cfg)
-    if options.batch_size < 1:
-        raise ValueError(f"scorer.batch_size={options.batch_size} must be >= 1")
-    if options.uncertainty_samples < 0:
-        raise ValueError(f"scorer.uncertainty_samples={options.uncertainty_samples} must be >= 0")
-    return options
-
-
-def load_scorer(cfg: DictConfig) -> Scorer:
-    """The scorer ``cfg.scorer`` names: the model at ``model_path`` or the white-box proxy."""
-    name = cfg.scorer.get("name")
-    if name == MODEL_SCORER:
-        if OmegaConf.is_missing(cfg, "model_path"):
-            raise ValueError("model_path is required: vrm-eval model_path=EXPORT_DIR_OR_CKPT (or scorer=proxy)")
-        options = model_scorer_options(cfg.scorer)
-        return load_model_scorer(cfg.model_path, batch_size=options.batch_size, device=options.device)
-    if name == PROXY_SCORER:
-        from vrm.proxy import ProxyRewardScorer
-
-        return ProxyRewardScorer.from_config(cfg.scorer)
-    raise ValueError(f"scorer.name={name!r} is not one of {(MODEL_SCORER, PROXY_SCORER)}")
-
-
-def scorer_label(cfg: DictConfig, scorer: Scorer) -> str:
-    """The model's name in tables: ``cfg.name``, else ``model_path`` for a model, else the scorer's name."""
-    if cfg.name:
-        return cfg.name
-    if isinstance(scorer, RewardScorer) and not OmegaConf.is_missing(cfg, "model_path"):
-        return str(cfg.model_path)
-    return scorer.name
 
 
 # ---------------------------------------------------------------- scoring
@@ -246,11 +184,11 @@ def split_metrics(scores: SplitScores, rows: Sequence[Mapping[str, Any]], *, lab
     subsets = [row.get("subset") or "" for row in rows]
     if any(subsets):
         result[BY_SUBSET] = m.accuracy_by_group(chosen, rejected, subsets)
-        in_rb = np.array([s in m.REWARDBENCH_SUBSETS for s in subsets])
+        in_rb = np.array([s in rb.REWARDBENCH_SUBSETS for s in subsets])
         if in_rb.any():
             rb_subsets = [s for s, keep in zip(subsets, in_rb) if keep]
             per_subset = m.accuracy_by_group(chosen[in_rb], rejected[in_rb], rb_subsets, tie_credit=0.0)
-            result[REWARDBENCH] = m.rewardbench_results(label, per_subset, model_type=model_type)
+            result[REWARDBENCH] = rb.rewardbench_results(label, per_subset, model_type=model_type)
 
     bins = m.reliability_bins(chosen, rejected, calibration_bins)
     result[CALIBRATION] = {m.ECE: result[m.ECE], "edges": bins.edges, "confidence": bins.confidence,
@@ -331,21 +269,6 @@ def run_best_of_n(cfg: DictConfig, scorer: Scorer, label: str, out_dir: Path | N
     return report
 
 
-def to_json(value: Any) -> Any:
-    """Plain JSON values: numpy to Python, non-finite floats to None, keys to strings."""
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return to_json(value.tolist())
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.integer | np.bool_):
-        return value.item()
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def config_record(cfg: DictConfig) -> dict[str, Any]:
     """The config for eval.json, resolved except ``paths`` (it may point at Hydra's runtime) and missing values."""
     record = OmegaConf.to_container(cfg, resolve=False)
@@ -409,66 +332,3 @@ def evaluate(cfg: DictConfig | EvalConfig, scorer: Scorer | None = None) -> dict
     print(format_report(results))
     print(f"\nwrote {out_dir / EVAL_JSON}")
     return results
-
-
-# ---------------------------------------------------------------- the printed table
-
-
-def _cell(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return lines
-
-
-def format_report(results: Mapping[str, Any]) -> str:
-    """A markdown summary of :func:`evaluate`'s results (JSON form)."""
-    splits = results[SPLITS]
-    lines = [f"## {results[MODEL]} ({results[SCORER]}) on {results[DATA]['format']} data", ""]
-    header = ["split", "pairs", "accuracy", "ECE", "acc chosen longer", "acc chosen shorter", "spearman(r, len)",
-              "length-only acc"]
-    rows = []
-    for split, r in splits.items():
-        length = r[LENGTH]
-        rows.append([split, r[N_PAIRS], r[m.ACCURACY], r[m.ECE], length[m.ACC_CHOSEN_LONGER],
-                     length[m.ACC_CHOSEN_SHORTER], length[m.SPEARMAN_REWARD_LENGTH], length[m.LENGTH_ONLY_ACCURACY]])
-    lines += _table(header, rows)
-
-    synthetic = [s for s, r in splits.items() if TRUE_REWARD_ACCURACY in r]
-    if synthetic:
-        header = ["split", "true-reward acc", "acc opener on chosen", "acc opener on rejected", "weight recovery"]
-        rows = [[s, splits[s][TRUE_REWARD_ACCURACY], splits[s][SPURIOUS][ACC_OPENER_ON_CHOSEN],
-                 splits[s][SPURIOUS][ACC_OPENER_ON_REJECTED],
-                 splits[s].get(m.WEIGHT_RECOVERY, {}).get(m.WEIGHT_RECOVERY)] for s in synthetic]
-        lines += ["", "Synthetic benchmark:", ""] + _table(header, rows)
-
-    uncertain = [s for s, r in splits.items() if UNCERTAINTY in r]
-    if uncertain:
-        header = ["split", "reward std (correct pairs)", "reward std (wrong pairs)", "correct", "wrong"]
-        rows = [[s, splits[s][UNCERTAINTY][m.STD_CORRECT], splits[s][UNCERTAINTY][m.STD_WRONG],
-                 splits[s][UNCERTAINTY][m.N_CORRECT], splits[s][UNCERTAINTY][m.N_WRONG]] for s in uncertain]
-        lines += ["", "Uncertainty (higher on wrong pairs is useful):", ""] + _table(header, rows)
-
-    subsets = list(dict.fromkeys(g for r in splits.values() for g in r.get(BY_SUBSET, {})))
-    if subsets:
-        header = ["subset"] + list(splits)
-        rows = [[g] + [r.get(BY_SUBSET, {}).get(g) for r in splits.values()] for g in subsets]
-        lines += ["", "Accuracy per subset:", ""] + _table(header, rows)
-
-    for split, r in splits.items():
-        if REWARDBENCH in r:
-            sections = [s for s in m.REWARDBENCH_SECTIONS if s in r[REWARDBENCH]]
-            sections += [m.RB_SCORE] if m.RB_SCORE in r[REWARDBENCH] else []
-            lines += ["", f"RewardBench sections ({split}):", ""]
-            lines += _table(sections, [[r[REWARDBENCH][s] for s in sections]])
-
-    if BEST_OF_N in results:
-        bon = results[BEST_OF_N]
-        header = ["n"] + [str(n) for n in bon[BON_NS]]
-        rows = [["true reward of pick"] + bon[BON_TRUE], ["own score of pick"] + bon[BON_OWN],
-                ["picks with opener"] + bon[BON_SPURIOUS], ["oracle"] + bon[BON_ORACLE]]
-        lines += ["", f"Best-of-N (spearman own vs true: {_cell(bon[BON_SPEARMAN])}):", ""] + _table(header, rows)
-    return "\n".join(lines)

@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from vrm.config import EncoderConfig
+from vrm.errors import EncoderLoadError
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,6 @@ log = logging.getLogger(__name__)
 LOCAL_MINILM = "minilm"
 #: ``encoder.train_mode`` values: fine-tune everything, LoRA adapters only, or nothing (heads only).
 TRAIN_MODES = ("full", "lora", "frozen")
-
-
-class EncoderLoadError(RuntimeError):
-    """The encoder or tokenizer a config names cannot be loaded; the message names the path."""
 
 
 def resolve_path(path: str) -> str:

@@ -14,7 +14,7 @@ from vrm.proxy.features import (
 )
 from vrm.proxy.monotonicity import MonotonicityResult, evaluate_policies, monotonicity
 from vrm.proxy.relevance import CONTRIEVER, MINILM, BiEncoder, relevance, resolve_encoder
-from vrm.proxy.scorer import (
+from vrm.proxy.reward import (
     CLOSED_ENDED_SCALE,
     MissingReferenceError,
     ProxyRewardParts,

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from vrm.models.encoder import LOCAL_MINILM, resolve_path
-from vrm.models.modeling_vrm import pool
+from vrm.models.pooling import pool
 
 #: The local default encoder (see the module docstring).
 MINILM = LOCAL_MINILM

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vrm.data.schema import Message, PreferencePair
+from vrm.errors import QuerySplitError
 
 Prompt = str | Sequence[Message]
 
@@ -41,10 +42,6 @@ class Scorer(abc.ABC):
 #: Where the response starts in a full conversation text when the tokenizer has no chat template to derive it
 #: from: Anthropic HH's turn marker, the layout of ``\n\nHuman: ...\n\nAssistant: ...`` transcripts.
 DEFAULT_RESPONSE_MARKER = "\n\nAssistant:"
-
-
-class QuerySplitError(ValueError):
-    """A full conversation text cannot be split into prompt and response."""
 
 
 def split_query(query: str, marker: str, prompt: str | None = None) -> tuple[str, str]:

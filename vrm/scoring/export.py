@@ -22,15 +22,8 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import json
-import os
-import platform
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,32 +32,27 @@ import yaml
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from vrm.data.tokenize import PairEncoder, pad_sequences
-from vrm.models import modeling_vrm
+from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
+from vrm.data.tokenize import pad_sequences
+from vrm.errors import ExportError
+from vrm.models import modeling_vrm, pooling
 from vrm.models.modeling_vrm import VRMForSequenceClassification
-from vrm.scoring.scorer import PLAIN_TOKENIZATION_KEY, TokenizationSettings, uses_template
+from vrm.scoring.export_folder import atomic_folder, package_versions, write_manifest
+from vrm.scoring.scorer import uses_template
 from vrm.training.module import RewardModule
 
-#: The manifest written beside the weights (package versions, file hashes, metrics).
-MANIFEST = "vrm_manifest.json"
-#: Kept for callers that look for "the export's metadata file".
-EXPORT_INFO = MANIFEST
 MODEL_CARD = "README.md"
 #: The remote-code file of a ``with_code`` export and the classes its ``auto_map`` names.
 MODELING_FILE = "modeling_vrm.py"
+#: The torch-only helpers ``modeling_vrm.py`` imports relatively (copied beside it).
+POOLING_FILE = "pooling.py"
 AUTO_MAP = {"AutoConfig": "modeling_vrm.VRMConfig",
             "AutoModelForSequenceClassification": "modeling_vrm.VRMForSequenceClassification"}
-#: Distributions whose versions the manifest records (absent ones are recorded as null).
-RECORDED_PACKAGES = ("vrm", "torch", "transformers", "safetensors", "tokenizers", "pyro-ppl", "lightning", "peft")
 #: Largest difference between the plain export's rewards and ours that counts as the same model.
 PLAIN_ATOL = 1e-4
 #: (prompt, response) pairs the plain export is checked on before it is written.
 PROBE_PAIRS = [("How do I sort a list in Python?", "Use sorted(); it returns a new list."),
                ("Hi", "Hello! How can I help you today? Ask me anything about cooking, code or travel.")]
-
-
-class ExportError(ValueError):
-    """The checkpoint cannot be exported as asked; the message says why and what to do instead."""
 
 
 # -- entry point ------------------------------------------------------------------------------------
@@ -183,8 +171,7 @@ def plain_model(net: VRMForSequenceClassification, tokenizer) -> tuple[PreTraine
             "...ForSequenceClassification (it reads the last non-padding token). Export without --plain "
             "(add --with-code for tools that never import vrm)")
     settings = TokenizationSettings.from_config(cfg)
-    probe = [PairEncoder(tokenizer, settings.encoder_kind, settings.max_sequence_length, "truncate_prompt_left",
-                         settings.use_token_types, settings.use_chat_template).encode(p, r) for p, r in PROBE_PAIRS]
+    probe = [settings.pair_encoder(tokenizer, "truncate_prompt_left").encode(p, r) for p, r in PROBE_PAIRS]
     tokenizer = copy.deepcopy(tokenizer)
     pad_id = plain_pad_id(tokenizer, {e.input_ids[-1] for e in probe})
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
@@ -244,8 +231,9 @@ def edit_config(folder: Path, **entries: Any) -> None:
 
 
 def add_remote_code(folder: Path) -> None:
-    """Copy the self-contained modeling file and point ``auto_map`` at it."""
+    """Copy the self-contained modeling files and point ``auto_map`` at them."""
     shutil.copyfile(modeling_vrm.__file__, folder / MODELING_FILE)
+    shutil.copyfile(pooling.__file__, folder / POOLING_FILE)
     edit_config(folder, auto_map=dict(AUTO_MAP))
 
 
@@ -272,89 +260,6 @@ def card_config(hparams: dict) -> dict:
         vrm_config["encoder_model_type"] = encoder.get("model_type")
         config["vrm_config"] = vrm_config
     return config
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in RECORDED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_manifest(folder: Path, info: dict) -> None:
-    """``vrm_manifest.json``: ``info``, package versions and the sha256 and size of every other file."""
-    files = {p.relative_to(folder).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size}
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    manifest = {"format": "vrm-export", "format_version": 1, **info, "packages": package_versions(), "files": files}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def verify_export(folder: str | Path) -> dict:
-    """The manifest of an export folder, after checking every file it lists against its sha256 (ExportError)."""
-    folder = Path(folder)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise ExportError(f"{folder} has no {MANIFEST}")
-    manifest = json.loads(manifest_path.read_text())
-    bad = [name for name, entry in manifest["files"].items()
-           if not (folder / name).is_file() or sha256(folder / name) != entry["sha256"]]
-    if bad:
-        raise ExportError(f"{folder}: files missing or changed since export: {', '.join(bad)}")
-    return manifest
-
-
-def recover_interrupted(out_dir: Path) -> None:
-    """Undo what a killed export left beside ``out_dir``.
-
-    Partial ``.NAME.tmp-*`` folders are removed. If the kill fell between moving the previous export
-    aside (``.NAME.old-*``) and moving the new one in, the previous export is put back.
-    """
-    if not out_dir.parent.is_dir():
-        return
-    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for old in sorted(out_dir.parent.glob(f".{out_dir.name}.old-*")):
-        if not out_dir.exists() and (old / MANIFEST).is_file():
-            old.rename(out_dir)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def atomic_folder(out_dir: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``, renamed to ``out_dir`` only when the block completes.
-
-    An existing export at ``out_dir`` is replaced only then; an existing folder that is not an export (no manifest,
-    not empty) is refused rather than deleted.
-    """
-    recover_interrupted(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
-        raise ExportError(f"{out_dir} exists and is not a vrm export (no {MANIFEST}); refusing to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # -- model card -------------------------------------------------------------------------------------

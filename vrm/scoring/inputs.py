@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from vrm.data.loading import EXTENSIONS, read_pair_file
+from vrm.data.loading import read_pair_file
+from vrm.data.sources import EXTENSIONS
 from vrm.data.textio import json_lines
-from vrm.data.validation import INVALID_VALUE, RowError, RowFault
+from vrm.data.validation import INVALID_VALUE
+from vrm.errors import RowError, RowFault
 
 SIDES = ("chosen", "rejected")
 #: Output key of the reward difference of a pair.

@@ -10,52 +10,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from vrm.data.schema import Message
-from vrm.data.tokenize import EncodedSequence, PairEncoder, pad_sequences
+from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
+from vrm.data.tokenize import EncodedSequence, pad_sequences
+from vrm.errors import UnsafeCheckpointError
 from vrm.models.encoder import DTYPES
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, Prompt, Scorer, plain_pair, split_query
 
-#: Config key of a plain (non-VRM) export that records how (prompt, response) became ids.
-PLAIN_TOKENIZATION_KEY = "vrm_tokenization"
 #: Weight files that are pickles (arbitrary code on load): a folder holding one is refused.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
-class UnsafeCheckpointError(ValueError):
-    """An exported folder holds pickled weights; only safetensors are loaded."""
-
-
-@dataclass(frozen=True)
-class TokenizationSettings:
-    """How a model's training turned (prompt, response) into ids: the arguments of :class:`PairEncoder`."""
-
-    encoder_kind: str
-    max_sequence_length: int
-    truncation: str
-    use_token_types: bool
-    use_chat_template: bool
-
-    @classmethod
-    def from_config(cls, config: PretrainedConfig) -> TokenizationSettings:
-        if isinstance(config, VRMConfig):
-            return cls(config.encoder_kind, config.max_sequence_length, config.truncation, config.use_token_types,
-                       config.use_chat_template)
-        recorded = getattr(config, PLAIN_TOKENIZATION_KEY, None)
-        if not isinstance(recorded, dict):
-            raise ValueError(f"a {type(config).__name__} without '{PLAIN_TOKENIZATION_KEY}' is not a vrm export: "
-                             "its tokenisation rule is unknown")
-        return cls(**recorded)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -132,8 +102,7 @@ class RewardScorer(Scorer):
         self.settings = TokenizationSettings.from_config(model.config)
         s = self.settings
         truncation = "truncate_prompt_left" if s.truncation == "drop" else s.truncation
-        self.encoder = PairEncoder(tokenizer, s.encoder_kind, s.max_sequence_length, truncation, s.use_token_types,
-                                   s.use_chat_template)
+        self.encoder = s.pair_encoder(tokenizer, truncation)
         self.is_vrm_model = isinstance(model, VRMForSequenceClassification)
         self.name = model.config.head if self.is_vrm_model else "bt"
         if self.is_vrm_model:

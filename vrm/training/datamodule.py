@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from pathlib import Path
 
 import datasets
 import lightning as L
@@ -20,9 +18,10 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from vrm.data.config import DataConfig
+from vrm.config.data import DataConfig
 from vrm.data.loading import PreferenceData, load_preference_data
-from vrm.data.tokenize import PairEncoder, TruncationStats, pad_sequences
+from vrm.data.tokenization import TokenizationSettings, cache_dir, tokenizer_fingerprint
+from vrm.data.tokenize import TruncationStats, pad_sequences
 from vrm.training.resumable import ResumableBatchSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -31,32 +30,6 @@ TRAIN, VALIDATION, TEST, SHIFTED = "train", "validation", "test", "shifted"
 #: Splits evaluated by ``trainer.test``, in order, when present.
 TEST_SPLITS = (TEST, SHIFTED)
 SIDES = ("chosen", "rejected")
-
-
-def cache_dir() -> Path:
-    """Where tokenised splits are cached (``VRM_CACHE`` or ``~/.cache/vrm``)."""
-    return Path(os.environ.get("VRM_CACHE", Path.home() / ".cache" / "vrm")) / "tokenized"
-
-
-#: Attribute under which a tokenizer object keeps its fingerprint (with what would change it after loading).
-FINGERPRINT_ATTR = "_vrm_fingerprint"
-
-
-def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of what decides the token ids: vocabulary, special tokens and chat template (computed once per
-    tokenizer object: hashing a 30k vocabulary takes some 40 ms, a sweep trial about a second)."""
-    state = (len(tokenizer), tuple(tokenizer.all_special_tokens), str(getattr(tokenizer, "chat_template", None)))
-    known = getattr(tokenizer, FINGERPRINT_ATTR, None)
-    if known is not None and known[0] == state:
-        return known[1]
-    h = hashlib.sha256()
-    h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
-    h.update(repr(tokenizer.all_special_tokens).encode())
-    h.update(str(getattr(tokenizer, "chat_template", None)).encode())
-    h.update(type(tokenizer).__name__.encode())
-    fingerprint = h.hexdigest()[:16]
-    setattr(tokenizer, FINGERPRINT_ATTR, (state, fingerprint))
-    return fingerprint
 
 
 class PreferenceDataModule(L.LightningDataModule):
@@ -70,8 +43,10 @@ class PreferenceDataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.output_dir = output_dir
         self.seed = seed
-        self.pair_encoder = PairEncoder(tokenizer, encoder_kind, cfg.max_length, cfg.truncation,
-                                        use_token_types, use_chat_template)
+        #: How pairs become ids (a model trained on these batches records the same settings in its config).
+        self.tokenization = TokenizationSettings(encoder_kind, cfg.max_length, cfg.truncation, use_token_types,
+                                                 use_chat_template)
+        self.pair_encoder = self.tokenization.pair_encoder(tokenizer)
         self.use_token_types = use_token_types
         self.data: PreferenceData | None = None
         self.splits: dict[str, datasets.Dataset] = {}

@@ -29,8 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
+from vrm.data.tokenization import TokenizationSettings, cache_dir, tokenizer_fingerprint
 from vrm.models.modeling_vrm import VRMForSequenceClassification
-from vrm.training.datamodule import cache_dir, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ TOKEN_COLUMN_SUFFIXES = ("_input_ids", "_prompt_length", "_token_type_ids")
 
 
 def feature_cache_dir() -> Path:
-    """``$VRM_CACHE/features`` (next to the tokenisation cache of :func:`vrm.training.datamodule.cache_dir`)."""
+    """``$VRM_CACHE/features`` (next to the tokenisation cache of :func:`vrm.data.tokenization.cache_dir`)."""
     return cache_dir().parent / "features"
 
 
@@ -85,8 +85,8 @@ def feature_key_parts(net: VRMForSequenceClassification, encoder_id: dict[str, A
     """Every input that decides the cached features of one split; the cache key is their hash."""
     c = net.config
     return {"version": CACHE_VERSION, "encoder": encoder_id, "encoder_kind": c.encoder_kind, "pooling": c.pooling,
-            "prompt_repr": c.prompt_repr, "needs_prompt": net.needs_prompt, "max_length": c.max_sequence_length,
-            "truncation": c.truncation, "use_chat_template": c.use_chat_template, "tokenizer": tokenizer_fp,
+            "prompt_repr": c.prompt_repr, "needs_prompt": net.needs_prompt,
+            "tokenization": TokenizationSettings.from_config(c).to_dict(), "tokenizer": tokenizer_fp,
             "tokens": split_fp}
 
 

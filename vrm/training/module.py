@@ -13,7 +13,18 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics import MaxMetric
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from vrm.config import DEFAULT_OPTIMIZED_METRIC
+from vrm.errors import NonFiniteLossError
+from vrm.metric_names import (
+    ACC,
+    ACC_BEST,
+    LOSS,
+    MARGIN,
+    NONFINITE_METRIC,
+    REWARD_MEAN,
+    REWARD_STD,
+    TRAIN_STAGE,
+    VAL_STAGE,
+)
 from vrm.models.encoder import apply_lora
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification, build_encoder
 from vrm.models.objectives import BTObjective, ObjectiveOutput, VRMObjective
@@ -22,21 +33,12 @@ from vrm.training.resumable import RNG_STATE_KEY, apply_restored_loader_state, r
 
 log = logging.getLogger(__name__)
 
-#: Metric names, defined once. Logged as "<stage>/<name>" with stage train, val, test or shifted.
-LOSS, ACC, MARGIN = "loss", "acc", "margin"
-REWARD_MEAN, REWARD_STD = "reward_mean", "reward_std"
-ACC_BEST = DEFAULT_OPTIMIZED_METRIC  # "val/acc_best": the metric sweeps optimise by default
-TRAIN_STAGE, VAL_STAGE = "train", "val"
 #: Devices where ``optim.fused=null`` picks torch's fused AdamW.
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
-#: Batches skipped for a non-finite loss, logged at each epoch end; the model config key that allows them.
-NONFINITE_METRIC, MAX_NONFINITE_KEY = "train/nonfinite_batches", "max_nonfinite_batches"
+#: The model config key that allows batches with a non-finite loss to be skipped.
+MAX_NONFINITE_KEY = "max_nonfinite_batches"
 #: Extra checkpoint keys: skipped batches and the best validation accuracy so far (RNG: RNG_STATE_KEY).
 NONFINITE_KEY, ACC_BEST_KEY = "vrm_nonfinite_batches", "vrm_val_acc_best"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or Inf; the message names the step and the batch."""
 
 
 def build_objective(net: VRMForSequenceClassification, model_cfg: dict[str, Any]):

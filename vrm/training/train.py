@@ -1,4 +1,4 @@
-"""``train(cfg)``: fit a reward model, test it, optionally export it; returns the metrics dict."""
+"""``train(cfg)``: fit a reward model and test it; returns the metrics dict (and writes it into the run folder)."""
 
 from __future__ import annotations
 
@@ -9,80 +9,20 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
-import pyro
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vrm.config import TrainConfig
-from vrm.models.encoder import LoadedEncoder, load_encoder, lora_settings
-from vrm.models.modeling_vrm import VRMConfig
-from vrm.training.datamodule import PreferenceDataModule
-from vrm.training.feature_cache import attach_cached_features, encoder_identity
-from vrm.training.module import ACC_BEST, RewardModule
-from vrm.training.resumable import AtomicCheckpointIO
+from vrm.metric_names import ACC_BEST
+from vrm.training.build import build, build_trainer, seed_everything, typed_config, validate
 
 log = logging.getLogger(__name__)
 
-#: Where a run keeps the tokenizer its checkpoints were trained with.
-TOKENIZER_DIR = "tokenizer"
 #: The metrics dict train() returns, also written into the run folder (read by sweep summaries).
 METRICS_FILE = "metrics.json"
-
-
-def as_container(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
-def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
-    """The VRMConfig kwargs of this run: head options, encoder config and tokenisation rule."""
-    m = cfg.model
-    if m.type not in ("vrm", "bt"):
-        raise ValueError(f"model.type={m.type!r} is not one of ('vrm', 'bt')")
-    prompt_repr = m.prompt_repr
-    if prompt_repr == "auto":
-        prompt_repr = "shared" if enc.kind == "decoder" else "separate"
-    keys = ("num_objectives", "feature_dim", "score_head", "head_hidden_dim", "weight_posterior", "weight_prior",
-            "prior_concentration", "concentration_eps", "concentration_min", "concentration_max",
-            "use_weight_latent", "use_feature_latent")
-    arch = {k: m[k] for k in keys}
-    arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, prompt_repr=prompt_repr,
-                encoder_config=enc.model.config.to_dict(), max_sequence_length=cfg.data.max_length,
-                truncation=cfg.data.truncation, use_chat_template=cfg.encoder.use_chat_template,
-                length_chunks=cfg.encoder.length_chunks)
-    VRMConfig(**arch)  # validates the combination before any data is loaded
-    return arch
-
-
-def validate(cfg: DictConfig) -> None:
-    """Impossible values the types cannot catch; each error names its key."""
-    m = cfg.model
-    checks = [
-        (m.num_objectives >= 1, "model.num_objectives", m.num_objectives, "must be >= 1"),
-        (m.feature_dim >= 1, "model.feature_dim", m.feature_dim, "must be >= 1"),
-        (m.num_samples >= 1, "model.num_samples", m.num_samples, "must be >= 1"),
-        (m.beta_w >= 0, "model.beta_w", m.beta_w, "must be >= 0"),
-        (m.beta_z >= 0, "model.beta_z", m.beta_z, "must be >= 0"),
-        (m.tau > 0, "model.tau", m.tau, "must be > 0"),
-        (m.max_nonfinite_batches >= 0, "model.max_nonfinite_batches", m.max_nonfinite_batches, "must be >= 0"),
-        (0 <= m.kl_warmup_fraction <= 1, "model.kl_warmup_fraction", m.kl_warmup_fraction, "must be in [0, 1]"),
-        (cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "must be >= 1"),
-        (cfg.encoder.length_chunks >= 1, "encoder.length_chunks", cfg.encoder.length_chunks, "must be >= 1"),
-        (cfg.optim.lr > 0 and cfg.optim.head_lr > 0, "optim.lr/head_lr", (cfg.optim.lr, cfg.optim.head_lr),
-         "must be > 0"),
-    ]
-    for ok, key, value, why in checks:
-        if not ok:
-            raise ValueError(f"{key}={value} {why}")
-
-
-def instantiate_dict(group: DictConfig | None) -> list:
-    """Instantiate every ``_target_`` entry of a callbacks/logger group."""
-    if not group:
-        return []
-    return [hydra.utils.instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+#: The run folder's record of its best checkpoint (the one an export takes).
+BEST_CHECKPOINT_FILE = "best_checkpoint.txt"
 
 
 def metrics_to_floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -122,36 +62,17 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train (and test, and export) as configured; returns every logged metric as a float."""
-    if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is dict:
-        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+    """Build, fit and test as configured, write ``metrics.json`` and ``best_checkpoint.txt`` into the run folder;
+    returns every logged metric as a float. Exporting the best checkpoint (``export_dir``) is the caller's step:
+    :func:`vrm.cli.train.train_and_export`."""
+    cfg = typed_config(cfg)
     validate(cfg)
-    if cfg.seed is not None:
-        L.seed_everything(cfg.seed, workers=True)
-        pyro.set_rng_seed(cfg.seed)
+    seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-
-    enc = load_encoder(cfg.encoder)
-    arch = architecture(cfg, enc)
-    tokenizer_dir = output_dir / TOKENIZER_DIR
-    enc.tokenizer.save_pretrained(tokenizer_dir)
-
-    datamodule = PreferenceDataModule(cfg.data, enc.tokenizer, enc.kind, VRMConfig(**arch).use_token_types,
-                                      cfg.encoder.use_chat_template, str(output_dir),
-                                      seed=cfg.seed if cfg.seed is not None else 0)
-    datamodule.setup()
-    module = RewardModule(arch, as_container(cfg.model), as_container(cfg.optim), str(tokenizer_dir),
-                          frozen_encoder=cfg.encoder.train_mode == "frozen",
-                          test_split_names=datamodule.test_split_names, encoder=enc.model,
-                          lora=lora_settings(cfg.encoder))
-    if cfg.encoder.train_mode == "frozen" and cfg.encoder.feature_cache:
-        attach_cached_features(datamodule, module.net, encoder_identity(cfg.encoder.path, enc.model))
-
-    callbacks = instantiate_dict(cfg.get("callbacks"))
-    loggers = instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                 plugins=[AtomicCheckpointIO()])
+    run = build(cfg, output_dir)
+    module, datamodule = run.module, run.datamodule
+    trainer = build_trainer(cfg)
 
     metrics: dict[str, float] = {}
     status = "failed"
@@ -165,14 +86,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             for result in trainer.test(module, datamodule=datamodule, ckpt_path=ckpt):
                 metrics.update(metrics_to_floats(result))
         if best:
-            (output_dir / "best_checkpoint.txt").write_text(best + "\n")
-        if cfg.export_dir is not None:
-            if not best:
-                raise ValueError("export_dir is set but no checkpoint was saved (enable_checkpointing?)")
-            from vrm.scoring.export import export_checkpoint
-
-            export_checkpoint(best, cfg.export_dir, metrics)
-            log.info("exported %s to %s", best, cfg.export_dir)
+            (output_dir / BEST_CHECKPOINT_FILE).write_text(best + "\n")
+        else:
+            (output_dir / BEST_CHECKPOINT_FILE).unlink(missing_ok=True)
         status = "success"
     finally:
         for logger in trainer.loggers:
@@ -181,3 +97,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ACC_BEST in metrics and not math.isfinite(metrics[ACC_BEST]):
         raise FloatingPointError(f"{ACC_BEST} is not finite: {metrics[ACC_BEST]}")
     return metrics
+
+
+def recorded_best_checkpoint(output_dir: str | Path) -> str | None:
+    """The best checkpoint :func:`train` recorded in the run folder, or None when it saved none."""
+    path = Path(output_dir) / BEST_CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    return path.read_text().strip() or None

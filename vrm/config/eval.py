@@ -1,4 +1,4 @@
-"""``vrm-eval``: the typed evaluation config and its Hydra entry point (thin: parse, compose, call).
+"""The typed configuration of ``vrm-eval`` (:class:`EvalConfig`) and of its scorers.
 
 ``conf/eval.yaml`` starts its defaults list with ``eval_schema`` (:class:`EvalConfig`), so an unknown key or a
 wrong type fails at start with the key named, as for ``vrm-train``.
@@ -6,16 +6,14 @@ wrong type fails at start with the key named, as for ``vrm-train``.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from vrm.config import PathsConfig
-from vrm.data.config import DataConfig
-from vrm.training.compose import config_dir
+from vrm.config.data import DataConfig
+from vrm.config.train import PathsConfig
 
 #: ``scorer.name`` of the trained reward model at ``model_path`` (``conf/scorer/model.yaml``).
 MODEL_SCORER = "model"
@@ -79,28 +77,3 @@ class EvalConfig:
 def register_eval_configs() -> None:
     """Register the evaluation schema with Hydra (idempotent)."""
     ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
-
-
-def main() -> None:
-    """``vrm-eval model_path=DIR_OR_CKPT [data=...] [scorer=proxy] [overrides]``."""
-    import hydra
-    from omegaconf import DictConfig
-
-    from vrm.cli import report_and_exit, user_error_types
-
-    try:
-        conf = config_dir()
-    except FileNotFoundError as err:
-        sys.exit(f"error: {err}")
-    register_eval_configs()
-
-    @hydra.main(version_base="1.3", config_path=str(conf), config_name="eval")
-    def _main(cfg: DictConfig) -> None:
-        from vrm.evaluation.evaluate import evaluate
-
-        try:
-            evaluate(cfg)
-        except user_error_types() as err:
-            report_and_exit(err)
-
-    _main()

@@ -12,13 +12,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from vrm.training.compose import compose_config
-from vrm.training.module import ACC_BEST
+from vrm.cli.app import call_reporting_errors
+from vrm.config.compose import compose_config
+from vrm.metric_names import ACC_BEST, SHIFTED_ACC, TEST_ACC
 
 #: The models the demo compares, in table order.
 MODELS = ("vrm", "bt")
 #: Table columns: metric key -> header.
-COLUMNS = {ACC_BEST: "val acc (best)", "test/acc": "test acc (in-dist.)", "shifted/acc": "shifted acc"}
+COLUMNS = {ACC_BEST: "val acc (best)", TEST_ACC: "test acc (in-dist.)", SHIFTED_ACC: "shifted acc"}
 
 
 def summary_table(results: dict[str, dict[str, float]], seconds: dict[str, float]) -> str:
@@ -33,7 +34,7 @@ def summary_table(results: dict[str, dict[str, float]], seconds: dict[str, float
 
 
 def run_demo(out_dir: Path, overrides: list[str]) -> dict:
-    from vrm.training.train import train
+    from vrm.cli.train import train_and_export as train
 
     results, seconds = {}, {}
     export_dir = out_dir / "export" / "vrm"
@@ -63,9 +64,4 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for vrm-train")
     args = parser.parse_args(argv)
     out = Path(args.out or Path("runs") / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
-    from vrm.cli import report_and_exit, user_error_types
-
-    try:
-        run_demo(out, args.overrides)
-    except user_error_types() as err:
-        report_and_exit(err)
+    call_reporting_errors(run_demo, out, args.overrides)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from vrm.data.schema import prompt_text
+from vrm.errors import MissingReferenceError
 from vrm.proxy.features import (
     DEFAULT_TURN_MARKERS,
     check_turn_markers,
@@ -32,10 +33,6 @@ CLOSED = "closed"
 #: The paper maps closed-ended relevance linearly from [0, 3.5] (Contriever's range) onto [0, 5.12], the length
 #: incentive of a full 512-token response, so closed-ended rewards sit on the open-ended scale.
 CLOSED_ENDED_SCALE = 5.12 / 3.5
-
-
-class MissingReferenceError(ValueError):
-    """A closed-ended example has no reference answer to measure relevance against."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Typed (structured) configuration, registered with Hydra's ConfigStore.
+"""Typed (structured) configuration of ``vrm-train``, registered with Hydra's ConfigStore by :mod:`vrm.config`.
 
 ``conf/train.yaml`` starts its defaults list with ``train_schema``, so every key a config group or
 command-line override sets is checked against these dataclasses: an unknown key or a wrong type fails
@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-
-from vrm.data.config import DataConfig, SyntheticConfig
+from vrm.config.data import DataConfig
+from vrm.metric_names import ACC_BEST
 
 #: The metric sweeps optimise by default.
-DEFAULT_OPTIMIZED_METRIC = "val/acc_best"
+DEFAULT_OPTIMIZED_METRIC = ACC_BEST
 
 
 @dataclass
@@ -76,7 +75,7 @@ class EncoderConfig:
 
 @dataclass
 class ModelConfig:
-    """The reward head and its training objective (see ``shared/spec/vrm-method.md``)."""
+    """The reward head and its training objective (see ``docs/method.md``)."""
 
     #: ``vrm`` (variational reward model) or ``bt`` (plain Bradley-Terry baseline).
     type: str = "vrm"
@@ -207,13 +206,3 @@ class TrainConfig:
     export_dir: str | None = None
     #: The metric train() reports for sweeps.
     optimized_metric: str = DEFAULT_OPTIMIZED_METRIC
-
-
-def register_configs() -> None:
-    """Register the schema with Hydra (idempotent)."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-
-
-__all__ = ["DataConfig", "SyntheticConfig", "EncoderConfig", "LoraConfig", "ModelConfig", "OptimConfig", "TrainerConfig",
-           "TrainConfig", "register_configs", "DEFAULT_OPTIMIZED_METRIC"]

@@ -1,0 +1,42 @@
+"""``vrm-serve``: an export or the proxy over HTTP (:mod:`vrm.scoring.server`)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from vrm.cli.app import call_reporting_errors
+from vrm.cli.scorer_options import add_scorer_options, build_scorer, check_scorer_options, count_option
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``vrm-serve --model DIR | --scorer proxy --port N``."""
+    from vrm.scoring.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits
+
+    defaults = ServerLimits()
+    parser = argparse.ArgumentParser(
+        prog="vrm-serve",
+        description="Serve an exported reward model (or the white-box proxy reward, --scorer proxy) over HTTP: POST /get_reward (OpenRLHF's {\"query\": [...]} -> "
+                    "{\"rewards\": [...]}), POST /score ({\"pairs\": [{prompt, response}]} -> rewards and VRM "
+                    "extras), GET /health.")
+    add_scorer_options(parser)
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=count_option(0, 65535), default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
+                        help=f"texts per request (default {defaults.max_batch_size})")
+    parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars,
+                        help=f"characters per text (default {defaults.max_text_chars})")
+    parser.add_argument("--max-num-samples", type=int, default=defaults.max_num_samples,
+                        help=f"Monte Carlo samples per /score request (default {defaults.max_num_samples})")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    args = parser.parse_args(argv)
+    check_scorer_options(parser, args)
+
+    def run() -> None:
+        from vrm.scoring.server import serve
+
+        limits = ServerLimits(args.max_batch_size, args.max_text_chars, args.max_num_samples)
+        name = args.model or f"proxy ({args.proxy_encoder or 'conf/scorer/proxy.yaml'})"
+        serve(build_scorer(args), args.host, args.port, limits, name, args.log_level)
+
+    call_reporting_errors(run, extra=(RuntimeError, OSError))

@@ -1,0 +1,146 @@
+"""The build step: a training config -> the encoder, the data module and the LightningModule (and the Trainer).
+
+``train()``, the benchmarks and the server load test all assemble a run here, so there is one way to do it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import pyro
+from omegaconf import DictConfig, OmegaConf
+
+from vrm.config import ModelConfig, TrainConfig
+from vrm.models.encoder import LoadedEncoder, load_encoder, lora_settings
+from vrm.models.modeling_vrm import VRMConfig
+from vrm.training.datamodule import PreferenceDataModule
+from vrm.training.feature_cache import attach_cached_features, encoder_identity
+from vrm.training.module import RewardModule
+from vrm.training.resumable import AtomicCheckpointIO
+
+#: Where a run keeps the tokenizer its checkpoints were trained with.
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class BuiltRun:
+    """What a training run is made of (the data module is set up: its splits are loaded and tokenised)."""
+
+    encoder: LoadedEncoder
+    datamodule: PreferenceDataModule
+    module: RewardModule
+
+
+def as_container(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def typed_config(cfg: Any) -> DictConfig:
+    """``cfg`` checked against :class:`TrainConfig` (a config composed from ``conf/train.yaml`` already is)."""
+    if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is dict:
+        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+    return cfg
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python, NumPy, torch and Pyro (None: leave them unseeded)."""
+    if seed is not None:
+        L.seed_everything(seed, workers=True)
+        pyro.set_rng_seed(seed)
+
+
+#: The model options that are architecture: every ``ModelConfig`` field whose name ``VRMConfig`` takes (the rest,
+#: the objective's and the loop's options, stay with the training module).
+ARCHITECTURE_OPTIONS = tuple(name for name in inspect.signature(VRMConfig.__init__).parameters
+                             if name in {f.name for f in fields(ModelConfig)})
+
+
+def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
+    """The VRMConfig kwargs of this run: the model's architecture options under their own names, the head
+    (``model.type``), what the loaded encoder is, and the tokenisation rule."""
+    m = cfg.model
+    if m.type not in ("vrm", "bt"):
+        raise ValueError(f"model.type={m.type!r} is not one of ('vrm', 'bt')")
+    arch = {k: m[k] for k in ARCHITECTURE_OPTIONS}
+    if arch["prompt_repr"] == "auto":
+        arch["prompt_repr"] = "shared" if enc.kind == "decoder" else "separate"
+    arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, encoder_config=enc.model.config.to_dict(),
+                max_sequence_length=cfg.data.max_length, truncation=cfg.data.truncation,
+                use_chat_template=cfg.encoder.use_chat_template, length_chunks=cfg.encoder.length_chunks)
+    VRMConfig(**arch)  # validates the combination before any data is loaded
+    return arch
+
+
+def validate(cfg: DictConfig) -> None:
+    """Impossible values the types cannot catch, before the encoder loads; each error names its config key (the
+    combination of architecture options is checked by ``VRMConfig``, when :func:`architecture` builds it)."""
+    m = cfg.model
+    checks = [
+        (m.num_objectives >= 1, "model.num_objectives", m.num_objectives, "must be >= 1"),
+        (m.feature_dim >= 1, "model.feature_dim", m.feature_dim, "must be >= 1"),
+        (m.num_samples >= 1, "model.num_samples", m.num_samples, "must be >= 1"),
+        (m.beta_w >= 0, "model.beta_w", m.beta_w, "must be >= 0"),
+        (m.beta_z >= 0, "model.beta_z", m.beta_z, "must be >= 0"),
+        (m.tau > 0, "model.tau", m.tau, "must be > 0"),
+        (m.max_nonfinite_batches >= 0, "model.max_nonfinite_batches", m.max_nonfinite_batches, "must be >= 0"),
+        (0 <= m.kl_warmup_fraction <= 1, "model.kl_warmup_fraction", m.kl_warmup_fraction, "must be in [0, 1]"),
+        (cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "must be >= 1"),
+        (cfg.encoder.length_chunks >= 1, "encoder.length_chunks", cfg.encoder.length_chunks, "must be >= 1"),
+        (cfg.optim.lr > 0 and cfg.optim.head_lr > 0, "optim.lr/head_lr", (cfg.optim.lr, cfg.optim.head_lr),
+         "must be > 0"),
+    ]
+    for ok, key, value, why in checks:
+        if not ok:
+            raise ValueError(f"{key}={value} {why}")
+
+
+def build_module(cfg: DictConfig, enc: LoadedEncoder, arch: dict[str, Any] | None = None,
+                 tokenizer_dir: str | None = None, test_split_names: list[str] | None = None) -> RewardModule:
+    """The LightningModule of ``cfg`` on the loaded encoder (``arch``: :func:`architecture`, computed if None)."""
+    return RewardModule(arch or architecture(cfg, enc), as_container(cfg.model), as_container(cfg.optim),
+                        tokenizer_dir, frozen_encoder=cfg.encoder.train_mode == "frozen",
+                        test_split_names=test_split_names, encoder=enc.model, lora=lora_settings(cfg.encoder))
+
+
+def build_datamodule(cfg: DictConfig, enc: LoadedEncoder, arch: dict[str, Any], output_dir: Path
+                     ) -> PreferenceDataModule:
+    """The data module of ``cfg``, set up (its splits loaded and tokenised as ``arch`` says)."""
+    datamodule = PreferenceDataModule(cfg.data, enc.tokenizer, enc.kind, VRMConfig(**arch).use_token_types,
+                                      cfg.encoder.use_chat_template, str(output_dir),
+                                      seed=cfg.seed if cfg.seed is not None else 0)
+    datamodule.setup()
+    return datamodule
+
+
+def build(cfg: DictConfig, output_dir: Path) -> BuiltRun:
+    """Encoder, data module and module of ``cfg``; the tokenizer is saved under ``output_dir/tokenizer``, and a
+    frozen encoder's features are computed once (or read from the feature cache)."""
+    enc = load_encoder(cfg.encoder)
+    arch = architecture(cfg, enc)  # an impossible combination fails before any data is loaded
+    tokenizer_dir = output_dir / TOKENIZER_DIR
+    enc.tokenizer.save_pretrained(tokenizer_dir)
+    datamodule = build_datamodule(cfg, enc, arch, output_dir)
+    module = build_module(cfg, enc, arch, str(tokenizer_dir), datamodule.test_split_names)
+    if cfg.encoder.train_mode == "frozen" and cfg.encoder.feature_cache:
+        attach_cached_features(datamodule, module.net, encoder_identity(cfg.encoder.path, enc.model))
+    return BuiltRun(enc, datamodule, module)
+
+
+def instantiate_dict(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` entry of a callbacks/logger group."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Lightning Trainer of ``cfg`` with its callbacks and loggers; checkpoints are written atomically."""
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    loggers = instantiate_dict(cfg.get("logger"))
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                   plugins=[AtomicCheckpointIO()])
