@@ -7,6 +7,7 @@ import codecs
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -492,3 +493,59 @@ def test_vrm_serve_refuses_a_port_out_of_range_before_loading(capsys):
 def test_the_server_answers_odd_json_with_4xx(client, path, body, status, named):
     answer = post_json_text(client, path, body)
     assert answer.status_code == status and named in answer.text, answer.text[:500]
+
+
+# -- the config -----------------------------------------------------------------------------------------------------
+def train_cli(overrides: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    return cli(["-c", "from vrm.cli.train import main; main()", "encoder=tiny_bert", "logger=none", "callbacks=none",
+                *overrides, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+
+
+def test_a_typo_in_a_key_gets_one_line_with_the_closest_key(tmp_path):
+    result = train_cli(["model.num_objectivs=4"], tmp_path)
+    assert_one_clear_line(result, "error: model.num_objectivs is not a config key; did you mean "
+                                  "model.num_objectives? (a new key is added with a leading +)")
+    assert "To append" not in result.stderr and len(result.stderr.strip().splitlines()) == 2, result.stderr
+
+
+@pytest.mark.parametrize("override, line", [
+    ("modle.tau=2", "modle is not a config key; did you mean model?"),
+    ("data.synthetic.num_trian=3", "data.synthetic.num_trian is not a config key; did you mean "
+                                   "data.synthetic.num_train?"),
+    ("model.zzz=1", "model.zzz is not a config key; the keys there: type, num_objectives, feature_dim"),
+    ("model.tau=abc", "Error merging override model.tau=abc: Value 'abc' of type 'str' could not be converted to "
+                      "Float"),
+    ("model=vrmx", "In 'train': Could not find 'model/vrmx' Available options in 'model': bt vrm"),
+])
+def test_config_errors_read_as_one_line(tmp_path, override, line):
+    from vrm.cli.app import config_error_line
+
+    with pytest.raises(Exception) as caught:
+        compose_train([override], tmp_path)
+    assert config_error_line(caught.value).startswith(line), config_error_line(caught.value)
+
+
+@pytest.mark.parametrize("override, named", [
+    ("model.num_objectives=1000000000", "model.num_objectives=1000000000 must be in [1, 1024]"),
+    ("model.feature_dim=1000000000", "model.feature_dim=1000000000 must be in [1, 16384]"),
+    ("model.head_hidden_dim=100000", "model.head_hidden_dim=100000 must be in [1, 16384]"),
+    ("model.num_samples=100000", "model.num_samples=100000 must be in [1, 1024]"),
+    ("encoder.lora.r=1000000", "encoder.lora.r=1000000 must be in [1, 16384]"),
+    ("data.eval_batch_size=0", "data.eval_batch_size=0 must be >= 1"),  # was torch's message after the build
+    ("data.num_workers=-1", "data.num_workers=-1 must be >= 0"),
+])
+def test_an_absurd_size_is_named_before_anything_is_allocated(tmp_path, monkeypatch, override, named):
+    from vrm.training import build
+    from vrm.training.train import train
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder was loaded before the config was checked")
+
+    monkeypatch.setattr(build, "load_encoder", no_encoder)
+    with pytest.raises(ValueError, match=rf"^{re.escape(named)}$"):
+        train(compose_train(TINY_OVERRIDES + [override], tmp_path))
+
+
+def test_vrm_train_names_an_absurd_size_in_one_line(tmp_path):
+    result = train_cli(["model.num_objectives=1000000000"], tmp_path)
+    assert_one_clear_line(result, "model.num_objectives=1000000000 must be in [1, 1024]")
