@@ -260,16 +260,21 @@ def test_public_dataset_rows_are_validated(tmp_path):
     path = write_jsonl(tmp_path / "hh.jsonl", [row])
     with pytest.raises(DataError, match=r"row index 0, field 'rejected': invalid value: chosen and rejected differ"):
         load_preference_data(public("hh_rlhf", path, on_bad_row="error"))
+    good = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello.", "rejected": "\n\nHuman: Hi\n\nAssistant: Go."}
+    write_jsonl(path, [row, good])
     skipped = load_preference_data(public("hh_rlhf", path), tmp_path)  # the yaml skips bad public rows
-    assert skipped.report.skipped == {"invalid value": 1} and len(skipped.splits["train"]) == 0
+    assert skipped.report.skipped == {"invalid value": 1} and skipped.splits["train"]["rejected"] == ["Go."]
 
 
 def test_conversational_rows_must_share_the_prompt(tmp_path):
     rows = [{"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
              "rejected": [{"role": "user", "content": "z"}, {"role": "assistant", "content": "c"}]},
             {"chosen": [{"role": "user", "content": "a"}], "rejected": [{"role": "user", "content": "b"}]},
-            {"chosen": [{"role": "assistant", "content": "b"}], "rejected": [{"role": "assistant", "content": "c"}]}]
+            {"chosen": [{"role": "assistant", "content": "b"}], "rejected": [{"role": "assistant", "content": "c"}]},
+            {"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+             "rejected": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "c"}]}]
     data = load_preference_data(local(write_jsonl(tmp_path / "c.jsonl", rows), on_bad_row="skip"), tmp_path)
+    assert data.splits["train"]["prompt"] == [user("a")]
     rejects = [json.loads(line) for line in (tmp_path / REJECTS_FILE).read_text().splitlines()]
     assert [(r["row"], r["field"]) for r in rejects] == [(1, "rejected"), (2, "chosen"), (3, "prompt")]
     assert data.report.skipped == {"invalid value": 2, "empty text": 1}
@@ -303,11 +308,16 @@ def test_malformed_rows_load_or_raise_data_error_never_vanish(lines):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.jsonl"
         path.write_bytes(b"".join(line + b"\n" for line in lines))
-        data = load_preference_data(local(path, on_bad_row="skip"), tmp)
+        rejects = Path(tmp) / REJECTS_FILE
+        try:
+            data = load_preference_data(local(path, on_bad_row="skip"), tmp)
+        except DataError as err:  # every line was bad: the file is named, every line is in the rejects
+            assert f"file {path}: the train split has no pairs" in str(err)
+            assert len(rejects.read_text().splitlines()) == len(lines)
+            return
         loaded = sum(len(split) for split in data.splits.values())
         skipped = sum(data.report.skipped.values())
         assert loaded + skipped == len(lines) == data.report.rows_read
-        rejects = Path(tmp) / REJECTS_FILE
         assert skipped == (len(rejects.read_text().splitlines()) if rejects.exists() else 0)
         try:
             strict = load_preference_data(local(path))

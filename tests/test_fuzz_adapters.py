@@ -69,15 +69,26 @@ def write_rows(folder: Path, rows: list[dict]) -> Path:
     return path
 
 
+def rejected_rows(rejects: Path) -> list[int]:
+    return [json.loads(line)["row"] for line in rejects.read_text().splitlines()] if rejects.exists() else []
+
+
 def load_both_ways(name: str, rows: list[dict], **overrides):
-    """Load ``rows`` skipping bad ones, then strictly; returns the lenient result (strict must agree with it)."""
+    """Load ``rows`` skipping bad ones, then strictly; returns the lenient result (strict must agree with it), or
+    None when no row gave a pair (then the error names the file and counts every row)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = write_rows(Path(tmp), rows)
-        data = load_preference_data(public(name, path, on_bad_row="skip", **overrides), tmp)
+        rejects = Path(tmp) / REJECTS_FILE
+        try:
+            data = load_preference_data(public(name, path, on_bad_row="skip", **overrides), tmp)
+        except DataError as err:
+            named = rejected_rows(rejects)
+            assert re.search(rf"file {path}: the \w+ split has no pairs: none of its {len(rows)} rows gave", str(err))
+            assert (f"{len(named)} were skipped" in str(err)) == bool(named), str(err)
+            return None, len(named)
         skipped = sum(data.report.skipped.values())
         assert data.report.rows_read == len(rows)
-        rejects = Path(tmp) / REJECTS_FILE
-        named = [json.loads(line)["row"] for line in rejects.read_text().splitlines()] if rejects.exists() else []
+        named = rejected_rows(rejects)
         assert len(named) == skipped and all(0 <= row <= len(rows) for row in named)  # row index or line
         try:
             load_preference_data(public(name, path, on_bad_row="error", **overrides))
@@ -97,6 +108,8 @@ def test_every_row_loads_is_excluded_or_is_named(name):
     @given(st.lists(ROWS[name], min_size=1, max_size=6))
     def check(rows):
         data, skipped = load_both_ways(name, rows, **overrides)
+        if data is None:
+            return
         loaded = sum(len(split) for split in data.splits.values())
         excluded = sum(data.report.excluded.values())
         assert loaded + skipped + excluded == len(rows), data.report.summary()
@@ -117,6 +130,8 @@ def test_helpsteer2_rows_pair_up_or_are_accounted_for(rows):
         if row["response"]:
             row["response"] = f"{row['response']} ({i})"
     data, skipped = load_both_ways("helpsteer2", rows)
+    if data is None:
+        return
     loaded = sum(len(split) for split in data.splits.values())
     excluded = data.report.excluded
     ties = excluded.get("helpsteer2: helpfulness tie", 0)
@@ -128,6 +143,8 @@ def test_helpsteer2_rows_pair_up_or_are_accounted_for(rows):
                                            {"chosen": 3, "rejected": ["y"]}]])
 def test_rows_the_json_builder_cannot_type_are_each_named(tmp_path, rows):
     # Rows without a single column used to fail the whole file ("corresponds to no data"), naming no row.
-    data = load_preference_data(public("hh_rlhf", write_rows(tmp_path, rows)), tmp_path)
-    assert data.report.rows_read == 2 and sum(data.report.skipped.values()) == 2
+    path = write_rows(tmp_path, rows)
+    with pytest.raises(DataError, match=rf"file {path}: the train split has no pairs: none of its 2 rows gave a "
+                                        "pair; 2 were skipped"):
+        load_preference_data(public("hh_rlhf", path), tmp_path)
     assert len((tmp_path / REJECTS_FILE).read_text().splitlines()) == 2

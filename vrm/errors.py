@@ -82,7 +82,7 @@ class InputLineError(ValueError):
     """A bad line of a ``vrm-score`` input file; the message names the file, the line and the field."""
 
     def __init__(self, path: Path, line: int, field: str | None, why: str):
-        where = f"{path} line {line}" + (f", field '{field}'" if field else "")
+        where = f"file {path}, line {line}" + (f", field '{field}'" if field else "")
         super().__init__(f"{where}: {why}")
 
 

@@ -1,4 +1,5 @@
-"""``vrm-score``: score a JSON Lines file with an export or the proxy (:mod:`vrm.scoring.score_file`)."""
+"""``vrm-score``: score a JSON Lines file or a file of preference pairs with an export or the proxy
+(:mod:`vrm.scoring.score_file`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vrm.cli.app import call_reporting_errors
-from vrm.cli.scorer_options import add_scorer_options, build_scorer, check_scorer_options
+from vrm.cli.scorer_options import add_scorer_options, build_scorer, check_scorer_options, count_option
 from vrm.scoring.score_file import score_file
 
 
@@ -20,13 +21,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "--scorer proxy). Each line is an object with 'prompt' "
                     "(a string or a list of {role, content} messages) and 'response', or 'messages' (a conversation "
                     "ending with the assistant response), or 'query' (a full conversation text, split at the "
-                    "response marker); optional 'question_type' (open, closed or \"\") and 'reference' go to the proxy. Each "
-                    "output line is the input object plus 'reward' and, for a VRM, 'objective_scores' and "
-                    "'weights' (and 'reward_std' with --num-samples).")
+                    "response marker); optional 'question_type' (open, closed or \"\") and 'reference' go to the "
+                    "proxy. Each output line is the input object plus 'reward' and, for a VRM, 'objective_scores' "
+                    "and 'weights' (and 'reward_std' with --num-samples). A file of preference pairs (a JSON Lines "
+                    "file whose first line has 'chosen', or a .json, .csv or .parquet file; TRL's explicit "
+                    "prompt/chosen/rejected or conversational layout, read as vrm-train reads data=jsonl files) "
+                    "gets 'reward_chosen', 'reward_rejected' and 'reward_margin' (chosen minus rejected) per pair, "
+                    "and the VRM outputs with the same _chosen/_rejected suffixes.")
     add_scorer_options(parser)
-    parser.add_argument("--input", required=True, type=Path, help="JSON Lines file to score")
+    parser.add_argument("--input", required=True, type=Path,
+                        help="JSON Lines file of prompt/response lines, or a file of preference pairs, to score")
     parser.add_argument("--output", required=True, type=Path, help="JSON Lines file to write (replaced when done)")
-    parser.add_argument("--num-samples", type=int, default=0,
+    parser.add_argument("--num-samples", type=count_option(0), default=0,
                         help="VRM: Monte Carlo samples for a reward standard deviation (default 0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -34,9 +40,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.scorer == "proxy" and args.num_samples:
         parser.error("--num-samples needs a VRM export (--model)")
 
+    if args.output.is_dir():
+        parser.error(f"--output {args.output} is a folder; give the file to write")
+
     def run() -> None:
         if not args.input.is_file():
-            raise FileNotFoundError(f"--input {args.input} does not exist")
+            raise FileNotFoundError(f"--input {args.input} " + ("is a folder, not a file" if args.input.is_dir()
+                                                                else "does not exist"))
         scorer = build_scorer(args)
         n = score_file(scorer, args.input, args.output, args.num_samples, progress=not args.no_progress)
         print(f"scored {n} lines -> {args.output}", file=sys.stderr)

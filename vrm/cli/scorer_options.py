@@ -11,6 +11,21 @@ RESPONSE_MARKER_HELP = ("where the response starts in a full conversation text t
                         f"its marker); default {DEFAULT_RESPONSE_MARKER!r}")
 
 
+def count_option(minimum: int, maximum: int | None = None):
+    """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``); a bad one is an option error
+    naming the value, before anything is loaded."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"{value} must be {bound}")
+        return value
+    return parse
+
+
 def add_scorer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scorer", choices=("model", "proxy"), default="model",
                         help="model: an exported reward model (--model, the default); proxy: the white-box proxy "
@@ -19,7 +34,7 @@ def add_scorer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy-encoder", default=None,
                         help="--scorer proxy: the relevance encoder, a hub name or local folder (default: "
                              "proxy.yaml's)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=count_option(1), default=None,
                         help="sequences per forward pass (default 32; for --scorer proxy, proxy.yaml's)")
     parser.add_argument("--device", default="auto",
                         help="cpu, cuda, cuda:1, ... (default: cuda if available; for --scorer proxy, proxy.yaml's)")

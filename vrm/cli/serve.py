@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from vrm.cli.app import call_reporting_errors
-from vrm.cli.scorer_options import add_scorer_options, build_scorer, check_scorer_options
+from vrm.cli.scorer_options import add_scorer_options, build_scorer, check_scorer_options, count_option
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "extras), GET /health.")
     add_scorer_options(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=count_option(0, 65535), default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
                         help=f"texts per request (default {defaults.max_batch_size})")
     parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars,

@@ -216,21 +216,42 @@ class TrainConfig:
     optimized_metric: str = DEFAULT_OPTIMIZED_METRIC
 
 
+#: Upper bounds of the sizes a config sets, checked before anything is allocated (an absurd value such as
+#: ``model.num_objectives=10**9`` is named instead of failing deep inside torch). Each is far above any useful value
+#: and low enough that the tensors it sizes stay small:
+#: - widths of the heads (feature_dim, head_hidden_dim; lora.r): the widest hidden size of today's LLMs (16384,
+#:   Llama 3.1 405B); a head matrix between the encoder and such a width is at most 16384^2 floats (1 GiB).
+#: - num_objectives: K latent objectives mixed by a Dirichlet (8 by default); 1024 is 128 times that, and a
+#:   (K x d) score head at the widest d is then 64 MiB.
+#: - num_samples: Monte Carlo particles of the ELBO, each a pass of the heads over the batch (4 by default).
+MAX_HEAD_WIDTH = 16384
+MAX_OBJECTIVES = 1024
+MAX_SAMPLES = 1024
+
+
+def _size_check(key: str, value: int, maximum: int) -> tuple[bool, str, int, str]:
+    return 1 <= value <= maximum, key, value, f"must be in [1, {maximum}]"
+
+
 def validate(cfg: DictConfig) -> None:
     """Impossible values the types cannot catch, before the encoder loads; each error names its config key (the
     combination of architecture options is checked by ``VRMConfig``, when ``vrm.training.build.architecture``
     builds it). It needs nothing but the config, so ``vrm-train`` runs it before importing torch."""
     m = cfg.model
     checks = [
-        (m.num_objectives >= 1, "model.num_objectives", m.num_objectives, "must be >= 1"),
-        (m.feature_dim >= 1, "model.feature_dim", m.feature_dim, "must be >= 1"),
-        (m.num_samples >= 1, "model.num_samples", m.num_samples, "must be >= 1"),
+        _size_check("model.num_objectives", m.num_objectives, MAX_OBJECTIVES),
+        _size_check("model.feature_dim", m.feature_dim, MAX_HEAD_WIDTH),
+        _size_check("model.head_hidden_dim", m.head_hidden_dim, MAX_HEAD_WIDTH),
+        _size_check("model.num_samples", m.num_samples, MAX_SAMPLES),
+        _size_check("encoder.lora.r", cfg.encoder.lora.r, MAX_HEAD_WIDTH),
         (m.beta_w >= 0, "model.beta_w", m.beta_w, "must be >= 0"),
         (m.beta_z >= 0, "model.beta_z", m.beta_z, "must be >= 0"),
         (m.tau > 0, "model.tau", m.tau, "must be > 0"),
         (m.max_nonfinite_batches >= 0, "model.max_nonfinite_batches", m.max_nonfinite_batches, "must be >= 0"),
         (0 <= m.kl_warmup_fraction <= 1, "model.kl_warmup_fraction", m.kl_warmup_fraction, "must be in [0, 1]"),
         (cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "must be >= 1"),
+        (cfg.data.eval_batch_size >= 1, "data.eval_batch_size", cfg.data.eval_batch_size, "must be >= 1"),
+        (cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "must be >= 0"),
         (cfg.encoder.length_chunks >= 1, "encoder.length_chunks", cfg.encoder.length_chunks, "must be >= 1"),
         (cfg.optim.lr > 0 and cfg.optim.head_lr > 0, "optim.lr/head_lr", (cfg.optim.lr, cfg.optim.head_lr),
          "must be > 0"),

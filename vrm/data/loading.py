@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from vrm.data.formats import (
     get_format,
 )
 from vrm.data.schema import CANONICAL_FEATURES, PreferencePair
-from vrm.data.sources import RawSource, dataset_sources, local_sources, subset_names
+from vrm.data.sources import NO_ROWS, RawSource, dataset_sources, local_source, local_sources, subset_names
 from vrm.data.validation import (
     INVALID_VALUE,
     WRONG_TYPE,
@@ -114,15 +115,17 @@ def load_preference_data(cfg: DataConfig, output_dir: str | Path | None = None) 
     aspects = _AspectCheck(list(spec.aspect_names) or list(cfg.aspect_names) or None)
     selected = subset_names(cfg.subset) if spec.subset_by == "filter" else []
     pairs: dict[str, list[tuple[tuple[str, int], PreferencePair]]] = defaultdict(list)
+    tally = _SourceTally(report, policy)
     for source in sources:
         report.sources.setdefault(source.split, []).append(source.name)
         report.layouts[source.name] = source.layout or spec.layout
         split_pairs = pairs[source.split]  # a split whose rows were all rejected is still there, empty
-        for row_no, pair in _convert(source, spec, ctx, policy, report, aspects):
-            if selected and pair.subset not in selected:
-                report.excluded["not in data.subset"] = report.excluded.get("not in data.subset", 0) + 1
-                continue
-            split_pairs.append(((source.name, row_no), pair))
+        with tally(source.name):
+            for row_no, pair in _convert(source, spec, ctx, policy, report, aspects):
+                if selected and pair.subset not in selected:
+                    report.excluded["not in data.subset"] = report.excluded.get("not in data.subset", 0) + 1
+                    continue
+                split_pairs.append(((source.name, row_no), pair))
     report.skipped = dict(policy.counts)
     rejects = policy.write_rejects(output_dir)
     report.rejects_path = None if rejects is None else str(rejects)
@@ -137,6 +140,9 @@ def load_preference_data(cfg: DataConfig, output_dir: str | Path | None = None) 
             splits[split] = _to_dataset(rows)
             report.rows[split] = len(rows)
     _log(report)
+    for split, ds in splits.items():
+        if len(ds) == 0:
+            raise tally.empty_split_error(split, cfg)
     return PreferenceData(splits, aspects.names or [], report)
 
 
@@ -174,6 +180,46 @@ def _log(report: LoadReport) -> None:
     if report.skipped:
         log.warning("skipped %d bad rows (%s)%s", sum(report.skipped.values()), _counts(report.skipped),
                     f"; see {report.rejects_path}" if report.rejects_path else "")
+
+
+class _SourceTally:
+    """Rows read, skipped as bad and left out per source, to say why a split ended with no pair."""
+
+    def __init__(self, report: LoadReport, policy: BadRowPolicy):
+        self.report, self.policy = report, policy
+        self.counts: dict[str, tuple[int, int, int]] = {}
+
+    def _totals(self) -> tuple[int, int, int]:
+        return (self.report.rows_read, sum(self.policy.counts.values()), sum(self.report.excluded.values()))
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        before = self._totals()
+        yield
+        self.counts[name] = tuple(after - start for after, start in zip(self._totals(), before))
+
+    def empty_split_error(self, split: str, cfg: DataConfig) -> DataError:
+        report = self.report
+        parent = report.carved.get(split)
+        names = report.sources.get(parent or split, [])
+        if cfg.max_rows == 0:
+            why = "data.max_rows=0 keeps no pair"
+        elif parent is not None:
+            why = (f"{report.rows.get(parent, 0)} pairs in {parent} are too few to carve a {split} split from "
+                   f"(data.{split}_fraction={getattr(cfg, split + '_fraction')}): give data.{split}=FILE, more rows, "
+                   f"or data.{split}_fraction=0")
+        else:
+            read, skipped, excluded = (sum(self.counts[n][i] for n in names) for i in range(3))
+            if read == 0:
+                why = NO_ROWS
+            else:
+                why = f"none of its {read} rows gave a pair"
+                if skipped:
+                    why += (f"; {skipped} were skipped as bad rows (data.on_bad_row=skip): {_counts(report.skipped)}"
+                            + (f"; see {report.rejects_path}" if report.rejects_path else ""))
+                if excluded:
+                    why += f"; left out: {_counts(report.excluded)}"
+        return DataError(f"the {split} split has no pairs: {why}", source=", ".join(names) or None)
 
 
 # -- rows to pairs ----------------------------------------------------------------------------------------------------
@@ -234,6 +280,20 @@ def _convert(source: RawSource, spec: Format, ctx: RowContext, policy: BadRowPol
     return out
 
 
+def read_pair_file(path: str | Path) -> tuple[str, list[tuple[int, object, PreferencePair]]]:
+    """One file of your own pairs as training reads it (``data.format=jsonl``: the reader of its extension, the TRL
+    layout detected from its rows, every row checked): its row kind (``line`` or ``row index``) and ``(row number,
+    raw row, pair)`` of each row in file order. The first bad row raises a :class:`RowError` naming file, row and
+    field; a file without rows a :class:`DataError` naming it."""
+    source = local_source("train", str(path), "jsonl")
+    if not source.rows:
+        raise DataError(NO_ROWS, source=str(path))
+    raws = {row.row_no: row.raw for row in source.rows}
+    pairs = _convert(source, get_format("jsonl"), RowContext(), BadRowPolicy("error"), LoadReport("jsonl"),
+                     _AspectCheck(None))
+    return source.row_kind, [(row_no, raws[row_no], pair) for row_no, pair in pairs]
+
+
 # -- splits -----------------------------------------------------------------------------------------------------------
 def _carve_splits(pairs: dict[str, list], cfg: DataConfig, report: LoadReport) -> None:
     """Carve the missing validation/test splits from train: whole source rows, drawn by ``data.split_seed``."""
@@ -246,6 +306,8 @@ def _carve_splits(pairs: dict[str, list], cfg: DataConfig, report: LoadReport) -
     assignment, start = {}, 0
     for split in missing:
         size = round(len(groups) * fractions[split])
+        if size == 0 and len(groups) > len(missing):  # at least one row each while train keeps one
+            size = 1
         assignment.update((groups[k], split) for k in order[start:start + size])
         start += size
         report.carved[split] = "train"
@@ -261,4 +323,4 @@ def _to_dataset(rows: list[dict]) -> datasets.Dataset:
                                       features=CANONICAL_FEATURES)
 
 
-__all__ = ["FORMATS", "LoadReport", "PreferenceData", "load_preference_data"]
+__all__ = ["FORMATS", "LoadReport", "PreferenceData", "load_preference_data", "read_pair_file"]

@@ -39,6 +39,8 @@ CANONICAL_FEATURES = datasets.Features(
 
 #: Allowed values of ``question_type``.
 QUESTION_TYPES = ("open", "closed", "")
+#: Roles a prompt or conversation message may have (those of TRL's conversational datasets and chat templates).
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass

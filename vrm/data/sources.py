@@ -4,7 +4,8 @@
 Row numbers: JSON Lines and CSV files count 1-based lines (a CSV's header is line 1); JSON arrays, Parquet files
 and ``datasets`` splits count 0-based row indices. Local files are read with the standard library and pyarrow, not
 the ``datasets`` JSON/CSV builders, so that a malformed row is named rather than coerced or failing the whole file;
-text is decoded with ``surrogateescape`` so invalid UTF-8 is reported in the field that holds it.
+text is decoded by :func:`vrm.data.textio.open_text` (UTF-8, or UTF-16/32 with a byte order mark; invalid UTF-8
+kept by ``surrogateescape``) so invalid UTF-8 is reported in the line and field that hold it.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from vrm.data.formats import (
     Format,
     detect_file_layout,
 )
+from vrm.data.textio import JSON_WHITESPACE, json_lines, open_text
 from vrm.data.validation import (
     INVALID_JSON,
     INVALID_VALUE,
     LINE,
     ROW_INDEX,
     RowFault,
+    type_name,
 )
 from vrm.errors import DataError
 
@@ -39,7 +42,8 @@ FILE_SPLITS = ("train", "validation", "test")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 #: ``datasets`` builder that reads a local file of a public dataset's layout.
 BUILDERS = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}
-_JSON_WHITESPACE = " \t\r\n"
+#: Why a file gave no pair when it has no rows at all.
+NO_ROWS = "no rows: the file is empty or holds only blank lines"
 
 
 # -- raw rows ---------------------------------------------------------------------------------------------------------
@@ -62,33 +66,56 @@ class RawSource:
     subset: str = ""
 
 
-def _open_text(path: Path, newline: str | None = None):
-    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline=newline)
-
-
-def _json_row(row_no: int, line: str) -> RawRow:
-    try:
-        return RawRow(row_no, json.loads(line))
-    except (ValueError, RecursionError) as err:
-        return RawRow(row_no, line.rstrip("\r\n"), RowFault(INVALID_JSON, None, str(err)))
+def _json_row(row_no: int, line: str, value: object) -> RawRow:
+    if isinstance(value, ValueError):
+        return RawRow(row_no, line.rstrip("\r\n"), RowFault(INVALID_JSON, None, str(value)))
+    return RawRow(row_no, value)
 
 
 def _read_jsonl(path: Path) -> tuple[str, list[RawRow]]:
-    with _open_text(path) as f:
-        return LINE, [_json_row(n, line) for n, line in enumerate(f, start=1) if line.strip(_JSON_WHITESPACE)]
+    rows = [_json_row(*line) for line in json_lines(path)]
+    if rows and rows[0].fault is not None:
+        with open_text(path) as f:
+            _refuse_one_json_value(f.read(), path)
+    return LINE, rows
+
+
+def _describe_json(value: object) -> str:
+    if isinstance(value, dict):
+        lists = [key for key, item in value.items() if isinstance(item, list)]
+        hint = f" (are the rows its list under {lists[0]!r}? put that list at the top level)" if lists else ""
+        return f"one JSON object with keys {list(value)[:10]}{hint}"
+    if isinstance(value, list):
+        return f"one JSON array of {len(value)} items"
+    return f"one JSON {type_name(value)}"
+
+
+def _refuse_one_json_value(content: str, path: Path) -> None:
+    """A file that is one JSON value over several lines (a pretty-printed object or array) is not JSON Lines."""
+    try:
+        value = json.loads(content)
+    except (ValueError, RecursionError):
+        return
+    raise DataError(f"holds {_describe_json(value)}, not JSON Lines; expected one row object a line (JSON Lines), "
+                    "or a JSON array of row objects in a .json file", source=str(path))
 
 
 def _read_json(path: Path) -> tuple[str, list[RawRow]]:
-    """A JSON array of row objects (a ``.json`` file that is not an array is read as JSON Lines)."""
-    with _open_text(path) as f:
+    """A JSON array of row objects, or one row object; a file that is not one JSON value is read as JSON Lines."""
+    with open_text(path) as f:
         content = f.read()
-    if not content.lstrip(_JSON_WHITESPACE).startswith("["):
-        return _read_jsonl(path)
     try:
-        rows = json.loads(content)
+        value = json.loads(content)
     except (ValueError, RecursionError) as err:
-        raise DataError(f"invalid JSON array: {err}", source=str(path)) from None
-    return ROW_INDEX, [RawRow(i, raw) for i, raw in enumerate(rows)]
+        if content.lstrip(JSON_WHITESPACE).startswith("["):
+            raise DataError(f"invalid JSON array: {err}", source=str(path)) from None
+        return _read_jsonl(path)
+    if isinstance(value, dict) and "chosen" in value:
+        value = [value]
+    if not isinstance(value, list):
+        raise DataError(f"holds {_describe_json(value)}; expected a JSON array of row objects ([{{...}}, ...]) "
+                        "or JSON Lines (one row object a line)", source=str(path))
+    return ROW_INDEX, [RawRow(i, raw) for i, raw in enumerate(value)]
 
 
 def _csv_cells(record: dict[str, str]) -> dict[str, object]:
@@ -106,7 +133,7 @@ def _csv_cells(record: dict[str, str]) -> dict[str, object]:
 
 def _read_csv(path: Path) -> tuple[str, list[RawRow]]:
     rows = []
-    with _open_text(path, newline="") as f:
+    with open_text(path, newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader, [])
@@ -175,13 +202,15 @@ def local_sources(cfg: DataConfig) -> list[RawSource]:
     if not files:
         raise DataError(f"data.format={cfg.format} reads your own files: set data.train=PATH "
                         "(and data.validation=PATH, data.test=PATH if you have them)")
-    sources = []
-    for split, name in files.items():
-        path = _existing_file(name)
-        row_kind, rows = READERS[_file_kind(path, cfg.format)](path)
-        layout = detect_file_layout(row.raw for row in rows if row.fault is None)
-        sources.append(RawSource(split, name, row_kind, rows, layout))
-    return sources
+    return [local_source(split, name, cfg.format) for split, name in files.items()]
+
+
+def local_source(split: str, name: str, fmt: str) -> RawSource:
+    """One local file as a source of ``split``: the reader of its extension (else of ``fmt``), its TRL layout."""
+    path = _existing_file(name)
+    row_kind, rows = READERS[_file_kind(path, fmt)](path)
+    layout = detect_file_layout(row.raw for row in rows if row.fault is None)
+    return RawSource(split, name, row_kind, rows, layout)
 
 
 def _load_dataset(*args, source: str, **kwargs) -> datasets.Dataset | datasets.DatasetDict:

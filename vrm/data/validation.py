@@ -8,14 +8,14 @@ field). The loader adds where the row is and hands the fault to :class:`BadRowPo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from vrm.data.schema import QUESTION_TYPES, Message, PreferencePair
+from vrm.data.schema import MESSAGE_ROLES, QUESTION_TYPES, Message, PreferencePair
+from vrm.data.textio import undecodable, write_jsonl_atomically
 from vrm.errors import DataError, RowError, RowFault
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,11 @@ def require(row: Mapping, key: str, field: str | None = None) -> object:
 
 
 def check_decodable(value: str, field: str) -> str:
-    """Reject text that cannot be UTF-8 encoded: invalid bytes read with ``surrogateescape``, or lone surrogates."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise RowFault(UNDECODABLE, field, f"invalid UTF-8 or a lone surrogate at character {err.start}") from None
+    """Reject text that cannot be UTF-8 encoded (:func:`vrm.data.textio.undecodable`: invalid bytes, lone
+    surrogates)."""
+    why = undecodable(value)
+    if why is not None:
+        raise RowFault(UNDECODABLE, field, why)
     return value
 
 
@@ -109,7 +109,8 @@ def ratings(value: object, field: str) -> list[float | None]:
 
 
 def messages(value: object, field: str) -> list[Message]:
-    """A list of ``{"role", "content"}`` messages with non-empty role and content (other keys are ignored)."""
+    """A list of ``{"role", "content"}`` messages: a role of :data:`MESSAGE_ROLES`, non-empty content (other keys
+    are ignored)."""
     if not isinstance(value, list):
         raise RowFault(WRONG_TYPE, field, f"expected a list of messages, got {type_name(value)}")
     out = []
@@ -117,8 +118,11 @@ def messages(value: object, field: str) -> list[Message]:
         where = f"{field}[{i}]"
         if not isinstance(message, Mapping):
             raise RowFault(WRONG_TYPE, where, f"expected a {{role, content}} message, got {type_name(message)}")
-        out.append({"role": text_field(message, "role", f"{where}.role"),
-                    "content": text_field(message, "content", f"{where}.content")})
+        role = text_field(message, "role", f"{where}.role")
+        if role not in MESSAGE_ROLES:
+            raise RowFault(INVALID_VALUE, f"{where}.role", f"unknown role {role[:40]!r}; expected one of "
+                                                           f"{list(MESSAGE_ROLES)}")
+        out.append({"role": role, "content": text_field(message, "content", f"{where}.content")})
     return out
 
 
@@ -171,9 +175,5 @@ class BadRowPolicy:
             log.warning("%d rejected rows not written: no output folder was given", len(self.rejects))
             return None
         path = Path(output_dir) / REJECTS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as f:
-            for record in self.rejects:
-                # ensure_ascii escapes lone surrogates, so undecodable rows are kept as they were read.
-                f.write(json.dumps(record, ensure_ascii=True, default=repr) + "\n")
+        write_jsonl_atomically(path, self.rejects, default=repr)  # undecodable rows kept as they were read
         return path

@@ -1,25 +1,39 @@
-"""``vrm-score``'s library part: read a JSON Lines input file (each bad line named), score it, write the output."""
+"""``vrm-score``'s library part: read the input (prompt/response lines, each bad line named, or a file of preference
+pairs: :mod:`vrm.scoring.inputs`), score it, write the output atomically."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from vrm.errors import InputLineError
 from vrm.scoring.base import QuerySplitError
 
 
+def _text(value, path: Path, line: int, field: str) -> str:
+    """A string that is text (no invalid UTF-8, no lone surrogate: :func:`vrm.data.textio.undecodable`)."""
+    from vrm.data.textio import undecodable
+
+    if not isinstance(value, str):
+        raise InputLineError(path, line, field, "must be a string")
+    why = undecodable(value)
+    if why is not None:
+        raise InputLineError(path, line, field, f"undecodable text: {why}")
+    return value
+
+
 def _messages(value, path: Path, line: int, field: str) -> list[dict]:
+    from vrm.data.schema import MESSAGE_ROLES
+
     if not isinstance(value, list) or not value:
         raise InputLineError(path, line, field, "must be a non-empty list of {\"role\", \"content\"} messages")
     for i, message in enumerate(value):
         if not isinstance(message, dict):
             raise InputLineError(path, line, f"{field}[{i}]", "must be an object with 'role' and 'content'")
         for key in ("role", "content"):
-            if not isinstance(message.get(key), str):
-                raise InputLineError(path, line, f"{field}[{i}].{key}", "must be a string")
+            _text(message.get(key), path, line, f"{field}[{i}].{key}")
+        if message["role"] not in MESSAGE_ROLES:
+            raise InputLineError(path, line, f"{field}[{i}].role", f"unknown role {message['role'][:40]!r}; expected "
+                                                                   f"one of {list(MESSAGE_ROLES)}")
     return value
 
 
@@ -31,9 +45,12 @@ def _encode_row(row: dict, scorer, path: Path, line: int):
         raise InputLineError(path, line, "question_type", f"must be one of {list(QUESTION_TYPES)}")
     if not isinstance(row.get("reference", ""), str | None):
         raise InputLineError(path, line, "reference", "must be a string (a reference answer)")
+    if row.get("reference") is not None:
+        _text(row["reference"], path, line, "reference")
     if "query" in row:
         if not isinstance(row["query"], str):
             raise InputLineError(path, line, "query", "must be a string (a full conversation text)")
+        _text(row["query"], path, line, "query")
         try:
             return scorer.encode_query(row["query"])
         except QuerySplitError as err:
@@ -49,11 +66,11 @@ def _encode_row(row: dict, scorer, path: Path, line: int):
             raise InputLineError(path, line, "prompt", "missing: give 'prompt' and 'response', 'messages', or "
                                                        "'query'")
         prompt = row["prompt"]
-        if not isinstance(prompt, str):
-            prompt = _messages(prompt, path, line, "prompt")
-        if not isinstance(row.get("response"), str):
-            raise InputLineError(path, line, "response", "missing" if "response" not in row else "must be a string")
-        response, field = row["response"], "prompt"
+        prompt = _text(prompt, path, line, "prompt") if isinstance(prompt, str) else _messages(prompt, path, line,
+                                                                                               "prompt")
+        if "response" not in row:
+            raise InputLineError(path, line, "response", "missing")
+        response, field = _text(row["response"], path, line, "response"), "prompt"
     try:
         return scorer.encode_pair(prompt, response)
     except ValueError as err:
@@ -61,40 +78,37 @@ def _encode_row(row: dict, scorer, path: Path, line: int):
 
 
 def read_score_input(path: Path, scorer) -> tuple[list[dict], list]:
-    """Every non-blank line of a JSON Lines file and its encoded sequence; the first bad line raises."""
+    """Every non-blank line of a JSON Lines file and its encoded sequence; the first bad line raises (the file is
+    decoded as training files are: :func:`vrm.data.textio.json_lines`)."""
+    from vrm.data.textio import json_lines
+
     rows, encoded = [], []
-    with path.open(encoding="utf-8") as f:
-        for line, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise InputLineError(path, line, None, f"not valid JSON ({err.msg} at column {err.colno})") from err
-            if not isinstance(row, dict):
-                raise InputLineError(path, line, None, f"must be a JSON object, not {type(row).__name__}")
-            encoded.append(_encode_row(row, scorer, path, line))
-            rows.append(row)
+    for line, _, row in json_lines(path):
+        if isinstance(row, ValueError):
+            raise InputLineError(path, line, None, f"not valid JSON ({row})")
+        if not isinstance(row, dict):
+            raise InputLineError(path, line, None, f"must be a JSON object, not {type(row).__name__}")
+        encoded.append(_encode_row(row, scorer, path, line))
+        rows.append(row)
     return rows, encoded
 
 
 def score_file(scorer, input_path: Path, output_path: Path, num_samples: int = 0, progress: bool = True) -> int:
-    """Score a JSON Lines file into another (each input object plus ``reward`` and VRM's extras); returns lines.
+    """Score a JSON Lines file of prompt/response lines, or a file of preference pairs
+    (:mod:`vrm.scoring.inputs`), into a JSON Lines file (each input row plus its rewards); returns the rows.
 
     A line's ``question_type`` and ``reference`` go to the scorer (the proxy uses them).
     """
-    rows, encoded = read_score_input(input_path, scorer)
-    details = scorer.score_encoded(encoded, num_samples=num_samples, progress=progress,
-                                   question_types=[row.get("question_type") for row in rows],
-                                   references=[row.get("reference") for row in rows])
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.", dir=output_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for i, row in enumerate(rows):
-                out.write(json.dumps({**row, **{key: values[i] for key, values in details.items()}}) + "\n")
-        os.replace(tmp, output_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return len(rows)
+    from vrm.data.textio import write_jsonl_atomically
+    from vrm.scoring.inputs import is_pairs_file, score_pairs_file
+
+    if is_pairs_file(input_path):
+        records = score_pairs_file(scorer, input_path, num_samples, progress)
+    else:
+        rows, encoded = read_score_input(input_path, scorer)
+        details = scorer.score_encoded(encoded, num_samples=num_samples, progress=progress,
+                                       question_types=[row.get("question_type") for row in rows],
+                                       references=[row.get("reference") for row in rows])
+        records = [{**row, **{key: values[i] for key, values in details.items()}} for i, row in enumerate(rows)]
+    write_jsonl_atomically(output_path, records)
+    return len(records)

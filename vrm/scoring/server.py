@@ -12,20 +12,29 @@
   ``num_samples`` > 0).
 - ``GET /health``: ``{"status": "ok", ...}``.
 
-Requests over the limits get a 413, malformed ones a 422 (FastAPI's validation), each with a message; the server
-keeps serving. Scoring is serialised by a lock (one forward pass at a time on the model).
+Requests over the limits get a 413 (a body over the limit as soon as it passes it, chunked or not), malformed ones a
+422 (FastAPI's validation: a field of the wrong type, a message role not in ``MESSAGE_ROLES``, text that is not
+text, such as a lone surrogate ``"\\ud800"``), each with a message; the server keeps serving. Scoring is serialised
+by a lock (one forward pass at a time on the model).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vrm.data.schema import MESSAGE_ROLES
+from vrm.data.textio import check_text
 from vrm.scoring.base import QuerySplitError, TextScorer
 from vrm.scoring.scorer import RewardScorer
 
@@ -55,18 +64,22 @@ class ServerLimits:
         return self.max_batch_size * self.max_text_chars * 6 + (1 << 20)
 
 
+#: A string that is text (:func:`vrm.data.textio.check_text`): a lone surrogate gets a 422 naming the field.
+Text = Annotated[str, AfterValidator(check_text)]
+
+
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: str
-    content: str
+    role: Literal[MESSAGE_ROLES]
+    content: Text
 
 
 class PairIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt: str | list[MessageIn]
-    response: str
+    prompt: Text | Annotated[list[MessageIn], Field(min_length=1)]
+    response: Text
     question_type: Literal["open", "closed", ""] | None = None
-    reference: str | None = None
+    reference: Text | None = None
 
 
 class ScoreRequest(BaseModel):
@@ -79,8 +92,8 @@ class RewardRequest(BaseModel):
     """OpenRLHF's request; it may carry more keys (``labels``), which are ignored."""
 
     model_config = ConfigDict(extra="ignore")
-    query: list[str]
-    prompts: list[str] | None = None
+    query: list[Text]
+    prompts: list[Text] | None = None
 
 
 def _too_large(what: str, size: int, limit: int, option: str) -> HTTPException:
@@ -97,19 +110,66 @@ def _check_text(where: str, chars: int, limits: ServerLimits) -> None:
         raise _too_large(f"the length of {where} in characters", chars, limits.max_text_chars, "--max-text-chars")
 
 
+class BodyLimit:
+    """ASGI middleware: a 413 for a request body over ``max_bytes``, by its Content-Length before reading, or, for a
+    chunked body (no Content-Length) or one longer than it said, as soon as the bytes read pass the limit: the rest is
+    never read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def _too_large(self, size: str) -> HTTPException:
+        return HTTPException(413, f"the request body is {size} bytes; the limit is {self.max_bytes}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            error = self._too_large(length)
+            return await JSONResponse({"detail": error.detail}, 413)(scope, receive, send)
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large(f"over {self.max_bytes}")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped: a 422 that echoes a lone surrogate of the request can be encoded."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _echo(detail: dict) -> dict:
+    """A validation error as JSON can carry it: an echoed input JSON has no word for (NaN, Infinity) as its repr."""
+    try:
+        json.dumps(detail, allow_nan=False)
+    except ValueError:
+        return {**detail, "input": repr(detail.get("input"))}
+    return detail
+
+
+async def _validation_error(request: Request, error: RequestValidationError) -> AsciiJSONResponse:
+    return AsciiJSONResponse({"detail": [_echo(detail) for detail in jsonable_encoder(error.errors())]}, 422)
+
+
 def create_app(scorer: RewardScorer | TextScorer, limits: ServerLimits | None = None, model_name: str = "") -> FastAPI:
     """The FastAPI application serving ``scorer``."""
     limits = limits or ServerLimits()
     lock = threading.Lock()
     app = FastAPI(title="vrm reward server", description=__doc__)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            return JSONResponse({"detail": f"the request body is {length} bytes; the limit is "
-                                           f"{limits.max_body_bytes}"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.get("/health")
     def health() -> dict:
