@@ -328,6 +328,16 @@ def test_plain_export_is_refused_where_the_head_cannot_pool_like_ours(models, tm
     assert "pooling='mean'" in err and "Traceback" not in err
 
 
+def test_plain_export_is_refused_for_an_mlp_bt_head(tmp_path):
+    """A BT head with a hidden layer (model.bt_head=mlp) is no ...ForSequenceClassification's one score matrix."""
+    cfg = compose_train(TINY_OVERRIDES + ["model=bt", "encoder=tiny_llama", "model.bt_head=mlp"], tmp_path)
+    enc = load_encoder(cfg.encoder)
+    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    with pytest.raises(ExportError, match="bt_head='mlp'"):
+        export_model(net, enc.tokenizer, tmp_path / "no", plain=True)
+    assert not (tmp_path / "no").exists()
+
+
 def test_pickle_weights_are_refused(models, tmp_path):
     folder = tmp_path / "pickled"
     shutil.copytree(models["bt-tiny_llama"].export, folder)

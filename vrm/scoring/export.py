@@ -165,6 +165,10 @@ def plain_model(net: VRMForSequenceClassification, tokenizer, contract: InputCon
         raise ExportError(f"--plain exports BT models only; this is a {cfg.head} model, whose head no "
                           f"{class_name} has: export without --plain (add --with-code for tools that never import "
                           "vrm)")
+    if getattr(cfg, "bt_head", "linear") != "linear":
+        raise ExportError(f"--plain exports a linear BT head only; bt_head={cfg.bt_head!r} has a hidden layer that "
+                          f"{class_name}'s one score matrix cannot hold: export without --plain (add --with-code for "
+                          "tools that never import vrm)")
     if cfg.encoder_kind != "decoder" or cfg.pooling != "last":
         raise ExportError(
             f"--plain cannot represent pooling={cfg.pooling!r} on a {cfg.encoder_kind} {arch} encoder: "
