@@ -56,6 +56,7 @@ def test_a_tiny_grid_runs_and_bt_gets_the_response_features_vrm_cached(tmp_path,
     tiny = tuple(o for o in TINY_OVERRIDES if not o.startswith(("data.synthetic", "logger")))
     grid = run.Grid("tiny", "tiny", ("bt", "vrm_aspects"), ((0.75, 24, (0,)),),
                     (*tiny, "encoder.train_mode=frozen", "trainer.max_epochs=2"), eval_sizes=(8, 12, 12))
+    monkeypatch.setenv("VRM_CACHE", str(tmp_path / "cache"))  # its own cache: the session's holds other tests' files
     run.run_grid(grid, tmp_path / "results", tmp_path / "runs")
     cells = run.load_cells(tmp_path / "results")
     assert sorted(c["method"] for c in cells) == ["bt", "vrm_aspects"]
