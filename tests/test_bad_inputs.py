@@ -347,7 +347,8 @@ def test_vrm_score_reads_conversational_pairs_as_training_does(export_dir, score
     want = expected_pairs(scorer, [CONVERSATION, [{"role": "user", "content": "Hi!"}]], ["An apple.", "Hello."],
                           ["A chair.", "Go away."])
     assert [o["id"] for o in out] == ["c", "d"]
-    assert [(o["reward_chosen"], o["reward_rejected"]) for o in out] == pytest.approx([w[:2] for w in want], abs=1e-5)
+    got = [r for o in out for r in (o["reward_chosen"], o["reward_rejected"])]
+    assert got == pytest.approx([r for w in want for r in w[:2]], abs=1e-5)  # flat: pytest >= 9.2 refuses nesting
     assert all(o["reward_std_chosen"] >= 0 and o["reward_std_rejected"] >= 0 for o in out)
 
 
