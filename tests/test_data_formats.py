@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from vrm.config.data import DataConfig, SyntheticConfig
-from vrm.data.formats import FORMATS, LOCAL_ALIASES, pair_indices
+from vrm.data.formats import FORMATS, LOCAL_ALIASES, TIE, pair_indices
 from vrm.data.loading import load_preference_data
 from vrm.data.schema import CANONICAL_FEATURES
 from vrm.data.validation import REJECTS_FILE
@@ -110,7 +110,7 @@ def test_ultrafeedback_carries_aspect_ratings():
     assert row["aspects_chosen"] == [5.0, 4.0, 5.0, 4.0] and row["aspects_rejected"] == [1.0, 1.0, 1.0, 1.0]
     assert row["margin"] == pytest.approx(3.5) and row["subset"] == "evol_instruct"
     # The second instruction's completions are rated alike: no pair, counted.
-    assert data.report.excluded == {"ultrafeedback: no two completions with distinct ratings": 1}
+    assert data.report.excluded == {TIE: 1}
 
 
 def test_ultrafeedback_binarized_folder_maps_its_splits():
@@ -134,14 +134,14 @@ def test_helpsteer2_pairs_consecutive_responses_by_helpfulness():
     ]
     assert rows[1]["aspects_chosen"] == [4.0, 4.0, 4.0, 0.0, 1.0]
     assert rows[1]["aspects_rejected"] == [2.0, 2.0, 2.0, 0.0, 0.0]
-    assert data.report.excluded == {"helpsteer2: helpfulness tie": 1, "helpsteer2: prompt with a single response": 1}
+    assert data.report.excluded == {TIE: 1, "helpsteer2: prompt with a single response": 1}
 
 
 def test_shp_labels_choose_the_preferred_comment():
     rows = load_preference_data(public("shp", FIXTURES / "shp.jsonl")).splits["train"].to_list()
     assert [(r["prompt"], r["chosen"], r["rejected"], r["margin"], r["subset"]) for r in rows] == [
-        (user("How long to rest a steak?"), "About five minutes.", "Never rest it.", 3.0, "askculinary_train"),
-        (user("Who built the pyramids?"), "Paid Egyptian workers.", "Aliens.", 4.0, "askhistorians_train"),
+        (user("How long to rest a steak?"), "About five minutes.", "Never rest it.", 3.0, "askculinary"),
+        (user("Who built the pyramids?"), "Paid Egyptian workers.", "Aliens.", 4.0, "askhistorians"),
     ]
 
 

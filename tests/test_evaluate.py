@@ -146,7 +146,10 @@ def test_proxy_on_rewardbench_data_writes_rewardbench_results(tmp_path):
     for subset, accuracy in per_subset.items():
         assert rb[subset] == accuracy
     assert rb[rewardbench.RB_SAFETY] == per_subset["refusals-dangerous"]
-    assert rb[rewardbench.RB_REASONING] == pytest.approx((per_subset["math-prm"] + per_subset["hep-python"]) / 2)
+    counts = rewardbench.REWARDBENCH_EXAMPLE_COUNTS  # the rewardbench package's weights: math-prm 984, hep-python 164
+    assert rb[rewardbench.RB_REASONING] == pytest.approx(
+        (per_subset["math-prm"] * counts["math-prm"] + per_subset["hep-python"] * counts["hep-python"])
+        / (counts["math-prm"] + counts["hep-python"]))
     assert rewardbench.RB_SCORE not in rb  # only two of the four sections are present
     assert json.loads((tmp_path / "rewardbench_test.json").read_text()) == rb
     assert test["accuracy_by_subset"] == pytest.approx(per_subset)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from vrm.config.data import DataConfig
-from vrm.data.formats import HELPSTEER2_ASPECTS, ULTRAFEEDBACK_ASPECTS
+from vrm.data.formats import HELPSTEER2_ASPECTS, TIE, ULTRAFEEDBACK_ASPECTS
 from vrm.data.loading import load_preference_data
 from vrm.data.validation import REJECTS_FILE
 from vrm.errors import DataError
@@ -134,7 +134,7 @@ def test_helpsteer2_rows_pair_up_or_are_accounted_for(rows):
         return
     loaded = sum(len(split) for split in data.splits.values())
     excluded = data.report.excluded
-    ties = excluded.get("helpsteer2: helpfulness tie", 0)
+    ties = excluded.get(TIE, 0)
     singles = excluded.get("helpsteer2: prompt with a single response", 0)
     assert 2 * (loaded + ties) + singles + skipped == len(rows), data.report.summary()
 

@@ -85,8 +85,9 @@ def test_swapping_chosen_and_rejected_complements_accuracy(pairs):
 
 # Chat      = (1.0 * 100 + 0.5 * 28) / 128 = 114 / 128 = 0.890625
 # Safety    = 0.25 (one subset)
-# Reasoning = (math + mean(hep)) / 2 = (0.6 + (0.9 + 0.5) / 2) / 2 = 0.65
-#             (plain count weighting would give (0.6 * 447 + 0.9 * 164 + 0.5 * 164) / 775 = 0.6423)
+# Reasoning = (0.6 * 447 + 0.9 * 164 + 0.5 * 164) / 775 = 497.8 / 775 = 0.642323 (the given counts, as the
+#             rewardbench package weights; with its own math-prm count 984 it would be (math + mean(hep)) / 2 on a
+#             full run)
 # Chat Hard: no subset present, not reported.
 RB_ACC = {"alpacaeval-easy": 1.0, "mt-bench-easy": 0.5, "donotanswer": 0.25,
           "math-prm": 0.6, "hep-cpp": 0.9, "hep-go": 0.5}
@@ -97,7 +98,7 @@ RB_COUNTS = {"alpacaeval-easy": 100, "mt-bench-easy": 28, "donotanswer": 136,
 def test_rewardbench_sections_hand_built():
     sections = rb.rewardbench_sections(RB_ACC, RB_COUNTS)
     assert list(sections) == [rb.RB_CHAT, rb.RB_SAFETY, rb.RB_REASONING]
-    assert sections == pytest.approx({rb.RB_CHAT: 0.890625, rb.RB_SAFETY: 0.25, rb.RB_REASONING: 0.65})
+    assert sections == pytest.approx({rb.RB_CHAT: 0.890625, rb.RB_SAFETY: 0.25, rb.RB_REASONING: 497.8 / 775})
 
 
 def test_rewardbench_sections_match_upstream_formula_on_a_full_run():
@@ -131,16 +132,17 @@ def test_rewardbench_results_layout():
     assert results[rb.RB_MODEL_TYPE] == "Seq. Classifier"
     assert results[rb.RB_CHAT_TEMPLATE] is None
     assert results["hep-go"] == 0.5
-    assert results[rb.RB_REASONING] == pytest.approx(0.65)
+    assert results[rb.RB_REASONING] == pytest.approx(497.8 / 775)
     assert rb.RB_SCORE not in results  # Chat Hard is missing
     json.dumps(results)
 
 
 def test_rewardbench_results_score_is_mean_of_four_sections():
-    # Chat 1.0, Chat Hard 0.5, Safety 0.0, Reasoning (0.5 + 1.0) / 2 = 0.75 -> Score 2.25 / 4 = 0.5625
+    # Chat 1.0, Chat Hard 0.5, Safety 0.0, Reasoning (0.5 * 984 + 1.0 * 164) / 1148 = 656 / 1148
+    # -> Score (1.5 + 656 / 1148) / 4
     accuracies = {"alpacaeval-easy": 1.0, "mt-bench-hard": 0.5, "donotanswer": 0.0, "math-prm": 0.5, "hep-js": 1.0}
     results = rb.rewardbench_results("m", accuracies)
-    assert results[rb.RB_SCORE] == pytest.approx(0.5625)
+    assert results[rb.RB_SCORE] == pytest.approx((1.5 + 656 / 1148) / 4)
 
 
 # ---------------------------------------------------------------- calibration

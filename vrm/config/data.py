@@ -54,6 +54,10 @@ class DataConfig:
     max_rows: int | None = None
     #: What to do with a malformed row: ``error`` (stop, naming file, row and field) or ``skip`` (count and report).
     on_bad_row: str = "error"
+    #: A tie (the source scores both responses alike: equal ``score_chosen``/``score_rejected``, ratings,
+    #: helpfulness, a preference strength of 0, a ``margin`` of 0 in your own files): ``skip`` (count it in the
+    #: load report) or ``keep`` (a pair with margin 0; only where the source names a chosen side).
+    ties: str = "skip"
     #: How UltraFeedback's rated completions become pairs: best_vs_random | best_vs_worst | all_pairs.
     pairing: str = "best_vs_random"
     #: What ranks UltraFeedback's completions: mean_aspects (mean of the aspect ratings) | overall_score.

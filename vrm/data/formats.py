@@ -18,22 +18,35 @@ Formats (``data.format``; :data:`FORMATS`):
 - ``ultrafeedback``: openbmb/UltraFeedback; each instruction's rated ``completions`` become pairs by ``data.pairing``
   (seeded by ``data.split_seed`` and the row), ranked by ``data.rank_by``; ratings of the four aspects are carried.
 - ``ultrafeedback_binarized``: HuggingFaceH4/ultrafeedback_binarized; margin = score_chosen - score_rejected.
-- ``helpsteer2``: nvidia/HelpSteer2; consecutive rows with the same prompt are the responses to it; every two of them
-  with different helpfulness make a pair, the more helpful one chosen (ties are counted, not paired);
-  margin = helpfulness difference; all five attributes are carried as aspects.
-- ``shp``: stanfordnlp/SHP; ``labels`` 1 means ``human_ref_A`` is preferred; margin = ``score_ratio`` as given.
-- ``rewardbench``: allenai/reward-bench, explicit strings plus ``subset``; its one split is the test split.
+- ``helpsteer2`` and ``helpsteer2_preference``: nvidia/HelpSteer2's per-response ratings and its ``preference/``
+  data (:mod:`vrm.data.helpsteer2`), multi-turn prompts as real messages.
+- ``shp``: stanfordnlp/SHP; ``labels`` 1 means ``human_ref_A`` is preferred; margin = ``score_ratio`` as given;
+  subset = the subreddit (``domain`` without its split suffix).
+- ``rewardbench``: allenai/reward-bench, explicit strings plus ``subset``; its ``filtered`` split is the test split.
+- ``rewardbench2``: allenai/reward-bench-2's best-of-N items (:mod:`vrm.data.rewardbench2`).
+
+Ties (``data.ties``, one rule for every format): a pair whose two responses the source scores alike is a tie. An
+adapter whose source names a chosen side returns it with margin 0 and the loader skips (and counts) or keeps it; a
+source without a side (ratings only) leaves it out under :data:`TIE` whatever ``data.ties`` says.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from vrm.data.helpsteer2 import (
+    HELPSTEER2_ASPECTS,
+    TIE,
+    helpsteer2_pairs,
+    helpsteer2_preference_row,
+    helpsteer2_row,
+    preference_split,
+)
+from vrm.data.rewardbench2 import rewardbench2_pairs, rewardbench2_row
 from vrm.data.schema import Message, PreferencePair
 from vrm.data.validation import (
     EMPTY,
@@ -60,7 +73,10 @@ RANK_BY = ("mean_aspects", "overall_score")
 LOCAL_ALIASES = ("json", "csv", "parquet")
 
 ULTRAFEEDBACK_ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
-HELPSTEER2_ASPECTS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+#: Values of ``data.ties``.
+TIE_RULES = ("skip", "keep")
+#: SHP's ``domain`` is the subreddit plus the split (``askculinary_train``); the subset is the subreddit alone.
+_SHP_SPLIT_SUFFIX = re.compile(r"_(train|validation|test)$")
 
 
 @dataclass(frozen=True)
@@ -217,7 +233,8 @@ def _ultrafeedback_row(row: Mapping, row_no: int, ctx: RowContext) -> list[Prefe
         for i, j in pair_indices([score for _, _, score in rated], ctx.pairing, rng)
     ]
     if not pairs:
-        raise NoPair("ultrafeedback: no two completions with distinct ratings")
+        rated = sum(score is not None for _, _, score in rated)
+        raise NoPair(TIE if rated >= 2 else "ultrafeedback: fewer than two rated completions")
     return pairs
 
 
@@ -230,37 +247,6 @@ def _ultrafeedback_binarized_row(row: Mapping, row_no: int, ctx: RowContext) -> 
     return [PreferencePair(prompt, chosen_text, rejected_text, margin=score_chosen - score_rejected)]
 
 
-@dataclass(frozen=True)
-class RatedResponse:
-    prompt: str
-    response: str
-    ratings: tuple[float, ...]  # aligned with HELPSTEER2_ASPECTS
-
-
-def _helpsteer2_row(row: Mapping, row_no: int, ctx: RowContext) -> list[RatedResponse]:
-    return [RatedResponse(text_field(row, "prompt"), text_field(row, "response"),
-                          tuple(number(require(row, a), a) for a in HELPSTEER2_ASPECTS))]
-
-
-def _helpsteer2_pairs(items: list[tuple[int, RatedResponse]],
-                      excluded: Counter[str]) -> list[tuple[int, PreferencePair]]:
-    """Pair the responses of each run of consecutive rows sharing a prompt, the more helpful one chosen."""
-    pairs = []
-    for _, run in itertools.groupby(items, key=lambda item: item[1].prompt):
-        run = list(run)
-        if len(run) < 2:
-            excluded["helpsteer2: prompt with a single response"] += 1
-        for (row_a, a), (_, b) in itertools.combinations(run, 2):
-            if a.ratings[0] == b.ratings[0]:
-                excluded["helpsteer2: helpfulness tie"] += 1
-                continue
-            chosen, rejected = (a, b) if a.ratings[0] > b.ratings[0] else (b, a)
-            pairs.append((row_a, PreferencePair.from_text(
-                a.prompt, chosen.response, rejected.response, margin=chosen.ratings[0] - rejected.ratings[0],
-                aspects_chosen=list(chosen.ratings), aspects_rejected=list(rejected.ratings))))
-    return pairs
-
-
 def _shp_row(row: Mapping, row_no: int, ctx: RowContext) -> list[PreferencePair]:
     prompt, ref_a, ref_b = (text_field(row, key) for key in ("history", "human_ref_A", "human_ref_B"))
     label = require(row, "labels")
@@ -269,8 +255,9 @@ def _shp_row(row: Mapping, row_no: int, ctx: RowContext) -> list[PreferencePair]
     if label not in (0, 1):
         raise RowFault(INVALID_VALUE, "labels", f"expected 1 (A preferred) or 0 (B preferred), got {label}")
     chosen, rejected = (ref_a, ref_b) if label == 1 else (ref_b, ref_a)
+    subset = _SHP_SPLIT_SUFFIX.sub("", optional_text(row, "domain"))
     return [PreferencePair.from_text(prompt, chosen, rejected, margin=optional_number(row, "score_ratio"),
-                                     subset=optional_text(row, "domain"))]
+                                     subset=subset)]
 
 
 Adapter = Callable[[Mapping, int, RowContext], list]
@@ -292,23 +279,49 @@ class Format:
     combine: Callable[[list[tuple[int, object]], Counter[str]], list[tuple[int, PreferencePair]]] | None = None
     #: Reported layout of the source (local files report the layout detected per file instead).
     layout: str = ""
+    #: Whether a tie keeps a chosen side (``data.ties=keep`` possible): the source labels one response chosen.
+    ties_have_side: bool = False
+    #: Rows name their own split in a column: ``row -> canonical split`` (raises :class:`RowFault` on a bad value).
+    split_of_row: Callable[[Mapping], str] | None = None
+    #: The ``data_dir`` read when ``data.subset`` names none.
+    default_data_dir: str | None = None
+    #: ``data_dir`` -> the format its files have, where it differs (HelpSteer2's ``preference/``).
+    data_dir_formats: Mapping[str, str] = field(default_factory=dict)
+    #: One row is a best-of-N item whose pairs come from ``combine``; the items are kept (RewardBench 2).
+    best_of_n: bool = False
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("jsonl", _local_row),
+    Format("jsonl", _local_row, ties_have_side=True),
     Format("hh_rlhf", _hh_rlhf_row, {"train": "train", "test": "test"}, subset_by="data_dir",
            layout="hh_rlhf transcripts"),
     Format("ultrafeedback", _ultrafeedback_row, aspect_names=ULTRAFEEDBACK_ASPECTS,
            layout="ultrafeedback rated completions"),
     Format("ultrafeedback_binarized", _ultrafeedback_binarized_row, {"train": "train_prefs", "test": "test_prefs"},
-           subset_by="data_dir", layout=CONVERSATIONAL),
-    Format("helpsteer2", _helpsteer2_row, {"train": "train", "validation": "validation"},
-           aspect_names=HELPSTEER2_ASPECTS, subset_by="data_dir", combine=_helpsteer2_pairs,
-           layout="helpsteer2 rated responses"),
+           layout=CONVERSATIONAL, ties_have_side=True),
+    Format("helpsteer2", helpsteer2_row, {"train": "train", "validation": "validation"},
+           aspect_names=HELPSTEER2_ASPECTS, subset_by="data_dir", combine=helpsteer2_pairs,
+           layout="helpsteer2 rated responses", data_dir_formats={"preference": "helpsteer2_preference"}),
+    Format("helpsteer2_preference", helpsteer2_preference_row, {"train": "train", "validation": "validation"},
+           subset_by="data_dir", layout="helpsteer2 preference pairs", split_of_row=preference_split,
+           default_data_dir="preference"),
     Format("shp", _shp_row, {"train": "train", "validation": "validation", "test": "test"}, subset_by="data_dir",
            layout="shp comment pairs"),
     Format("rewardbench", _explicit_row, {"test": "filtered"}, layout=EXPLICIT),
+    Format("rewardbench2", rewardbench2_row, {"test": "test"}, combine=rewardbench2_pairs,
+           layout="rewardbench2 best-of-N items", best_of_n=True),
 )}
+
+
+def resolve_format(name: str, data_dirs: list[str]) -> Format:
+    """The format of ``data.format`` as the ``data_dir`` folders named by ``data.subset`` lay it out (HelpSteer2's
+    ``preference/`` holds pairs, not rated responses)."""
+    spec = get_format(name)
+    layouts = {spec.data_dir_formats.get(d, spec.name) for d in data_dirs} if spec.subset_by == "data_dir" else set()
+    if len(layouts) > 1:
+        raise DataError(f"data.subset={','.join(data_dirs)} mixes data_dirs of different layouts ({sorted(layouts)}); "
+                        "load them in separate runs")
+    return FORMATS[layouts.pop()] if layouts else spec
 
 
 def get_format(name: str) -> Format:

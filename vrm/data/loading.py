@@ -26,13 +26,25 @@ from vrm.data.formats import (
     FORMATS,
     PAIRINGS,
     RANK_BY,
+    TIE,
+    TIE_RULES,
     Format,
     NoPair,
     RowContext,
     get_format,
+    resolve_format,
 )
+from vrm.data.rewardbench2 import BestOfNItem
 from vrm.data.schema import CANONICAL_FEATURES, PreferencePair
-from vrm.data.sources import NO_ROWS, RawSource, dataset_sources, local_source, local_sources, subset_names
+from vrm.data.sources import (
+    NO_ROWS,
+    RawSource,
+    closest,
+    dataset_sources,
+    local_source,
+    local_sources,
+    subset_names,
+)
 from vrm.data.validation import (
     INVALID_VALUE,
     WRONG_TYPE,
@@ -95,55 +107,96 @@ def _counts(counts: Mapping[str, int]) -> str:
 
 @dataclass
 class PreferenceData:
-    """Canonical splits (:data:`CANONICAL_FEATURES` columns), the names of their aspect ratings, and the report."""
+    """Canonical splits (:data:`CANONICAL_FEATURES` columns), the names of their aspect ratings, and the report.
+
+    For a best-of-N format (RewardBench 2), ``items`` holds each split's items; the split's pairs are exactly
+    ``[item.pair_indices() for item in items]`` in that order (``data.max_rows`` then counts items, not pairs).
+    """
 
     splits: dict[str, datasets.Dataset]
     aspect_names: list[str]
     report: LoadReport
+    items: dict[str, list[BestOfNItem]] = field(default_factory=dict)
 
 
 def load_preference_data(cfg: DataConfig, output_dir: str | Path | None = None) -> PreferenceData:
     """Load ``cfg``'s preference data; rejected rows (``data.on_bad_row=skip``) go to ``output_dir/rejects.jsonl``."""
     if cfg.format == "synthetic":
         return _load_synthetic(cfg)
-    spec = get_format(cfg.format)
-    _check_config(cfg)
+    spec = resolve_format(cfg.format, subset_names(cfg.subset))
+    _check_config(cfg, spec)
     policy = BadRowPolicy(cfg.on_bad_row)
     report = LoadReport(spec.name)
     sources = local_sources(cfg) if spec.name == "jsonl" else dataset_sources(cfg, spec)
     ctx = RowContext(pairing=cfg.pairing, rank_by=cfg.rank_by, seed=cfg.split_seed)
     aspects = _AspectCheck(list(spec.aspect_names) or list(cfg.aspect_names) or None)
     selected = subset_names(cfg.subset) if spec.subset_by == "filter" else []
+    seen_subsets: set[str] = set()
     pairs: dict[str, list[tuple[tuple[str, int], PreferencePair]]] = defaultdict(list)
+    items: dict[tuple[str, int], BestOfNItem] = {}
     tally = _SourceTally(report, policy)
     for source in sources:
         report.sources.setdefault(source.split, []).append(source.name)
         report.layouts[source.name] = source.layout or spec.layout
         split_pairs = pairs[source.split]  # a split whose rows were all rejected is still there, empty
         with tally(source.name):
-            for row_no, pair in _convert(source, spec, ctx, policy, report, aspects):
+            converted, source_items = _convert(source, spec, ctx, policy, report, aspects)
+            items.update(((source.name, row_no), item) for row_no, item in source_items)
+            for row_no, pair in converted:
+                seen_subsets.add(pair.subset)
                 if selected and pair.subset not in selected:
-                    report.excluded["not in data.subset"] = report.excluded.get("not in data.subset", 0) + 1
-                    continue
-                split_pairs.append(((source.name, row_no), pair))
+                    _exclude(report, "not in data.subset")
+                elif pair.margin == 0 and spec.ties_have_side and cfg.ties == "skip":
+                    _exclude(report, TIE)
+                else:
+                    split_pairs.append(((source.name, row_no), pair))
+    _check_selected(selected, seen_subsets)
     report.skipped = dict(policy.counts)
     rejects = policy.write_rejects(output_dir)
     report.rejects_path = None if rejects is None else str(rejects)
     _carve_splits(pairs, cfg, report)
-    splits = {}
+    splits, split_items = {}, {}
     for split in SPLITS:
         if split in pairs:
+            if spec.best_of_n:
+                kept = _cap_items(pairs[split], cfg.max_rows, report, split)
+                split_items[split] = [items[group] for group in kept]
+            elif cfg.max_rows is not None and len(pairs[split]) > cfg.max_rows:
+                report.capped[split] = len(pairs[split])
+                pairs[split] = pairs[split][:cfg.max_rows]
             rows = [pair.to_row() for _, pair in pairs[split]]
-            if cfg.max_rows is not None and len(rows) > cfg.max_rows:
-                report.capped[split] = len(rows)
-                rows = rows[:cfg.max_rows]
             splits[split] = _to_dataset(rows)
             report.rows[split] = len(rows)
     _log(report)
     for split, ds in splits.items():
         if len(ds) == 0:
             raise tally.empty_split_error(split, cfg)
-    return PreferenceData(splits, aspects.names or [], report)
+    return PreferenceData(splits, aspects.names or [], report, split_items)
+
+
+def _exclude(report: LoadReport, reason: str) -> None:
+    report.excluded[reason] = report.excluded.get(reason, 0) + 1
+
+
+def _check_selected(selected: list[str], seen: set[str]) -> None:
+    """Every name in ``data.subset`` is the subset of some pair of the data."""
+    valid = sorted(s for s in seen if s)
+    for name in selected:
+        if name not in seen:
+            listing = f"its subsets are {valid}" if valid else "its pairs carry no subset"
+            raise DataError(f"data.subset {name!r} matches no pair of the data; {listing}{closest(name, valid)}")
+
+
+def _cap_items(split_pairs: list[tuple[tuple[str, int], PreferencePair]], max_rows: int | None,
+               report: LoadReport, split: str) -> list[tuple[str, int]]:
+    """The items (groups) of a best-of-N split, the first ``max_rows`` of them; ``split_pairs`` is cut to match."""
+    groups = list(dict.fromkeys(group for group, _ in split_pairs))
+    if max_rows is not None and len(groups) > max_rows:
+        report.capped[split] = len(groups)
+        groups = groups[:max_rows]
+        keep = set(groups)
+        split_pairs[:] = [(group, pair) for group, pair in split_pairs if group in keep]
+    return groups
 
 
 def _load_synthetic(cfg: DataConfig) -> PreferenceData:
@@ -162,7 +215,12 @@ def _load_synthetic(cfg: DataConfig) -> PreferenceData:
     return PreferenceData(splits, [], report)
 
 
-def _check_config(cfg: DataConfig) -> None:
+def _check_config(cfg: DataConfig, spec: Format) -> None:
+    if cfg.ties not in TIE_RULES:
+        raise DataError(f"data.ties must be one of {TIE_RULES}, got {cfg.ties!r}")
+    if cfg.ties == "keep" and not spec.ties_have_side:
+        raise DataError(f"data.ties=keep: data.format={spec.name} scores responses without naming a chosen side, "
+                        "so a tie has no direction to keep; use data.ties=skip")
     if cfg.pairing not in PAIRINGS:
         raise DataError(f"data.pairing must be one of {PAIRINGS}, got {cfg.pairing!r}")
     if cfg.rank_by not in RANK_BY:
@@ -183,20 +241,18 @@ def _log(report: LoadReport) -> None:
 
 
 class _SourceTally:
-    """Rows read, skipped as bad and left out per source, to say why a split ended with no pair."""
+    """Rows read, and bad rows skipped and pairs left out per reason, per source: why a split has no pair."""
 
     def __init__(self, report: LoadReport, policy: BadRowPolicy):
         self.report, self.policy = report, policy
-        self.counts: dict[str, tuple[int, int, int]] = {}
-
-    def _totals(self) -> tuple[int, int, int]:
-        return (self.report.rows_read, sum(self.policy.counts.values()), sum(self.report.excluded.values()))
+        self.counts: dict[str, tuple[int, Counter[str], Counter[str]]] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        before = self._totals()
+        read, skipped, excluded = self.report.rows_read, Counter(self.policy.counts), Counter(self.report.excluded)
         yield
-        self.counts[name] = tuple(after - start for after, start in zip(self._totals(), before))
+        self.counts[name] = (self.report.rows_read - read, Counter(self.policy.counts) - skipped,
+                             Counter(self.report.excluded) - excluded)
 
     def empty_split_error(self, split: str, cfg: DataConfig) -> DataError:
         report = self.report
@@ -209,16 +265,18 @@ class _SourceTally:
                    f"(data.{split}_fraction={getattr(cfg, split + '_fraction')}): give data.{split}=FILE, more rows, "
                    f"or data.{split}_fraction=0")
         else:
-            read, skipped, excluded = (sum(self.counts[n][i] for n in names) for i in range(3))
+            read = sum(self.counts[n][0] for n in names)
+            skipped = sum((self.counts[n][1] for n in names), Counter())
+            excluded = sum((self.counts[n][2] for n in names), Counter())
             if read == 0:
                 why = NO_ROWS
             else:
                 why = f"none of its {read} rows gave a pair"
                 if skipped:
-                    why += (f"; {skipped} were skipped as bad rows (data.on_bad_row=skip): {_counts(report.skipped)}"
+                    why += (f"; {skipped.total()} were skipped as bad rows (data.on_bad_row=skip): {_counts(skipped)}"
                             + (f"; see {report.rejects_path}" if report.rejects_path else ""))
                 if excluded:
-                    why += f"; left out: {_counts(report.excluded)}"
+                    why += f"; left out: {_counts(excluded)}"
         return DataError(f"the {split} split has no pairs: {why}", source=", ".join(names) or None)
 
 
@@ -241,8 +299,9 @@ class _AspectCheck:
 
 
 def _convert(source: RawSource, spec: Format, ctx: RowContext, policy: BadRowPolicy, report: LoadReport,
-             aspects: _AspectCheck) -> list[tuple[int, PreferencePair]]:
-    """(row number, pair) of every good row of ``source``; bad rows go to ``policy``."""
+             aspects: _AspectCheck) -> tuple[list[tuple[int, PreferencePair]], list[tuple[int, object]]]:
+    """(row number, pair) of every good row of ``source`` (bad rows go to ``policy``), and the (row number, item)s
+    that a format pairing across rows or items returned."""
     ctx = RowContext(source.layout or ctx.layout, ctx.pairing, ctx.rank_by, ctx.seed)
     excluded: Counter[str] = Counter(report.excluded)
     out: list[tuple[int, PreferencePair]] = []
@@ -277,7 +336,7 @@ def _convert(source: RawSource, spec: Format, ctx: RowContext, policy: BadRowPol
     report.excluded = dict(excluded)
     for _, pair in out:
         pair.subset = pair.subset or source.subset
-    return out
+    return out, items
 
 
 def read_pair_file(path: str | Path) -> tuple[str, list[tuple[int, object, PreferencePair]]]:
@@ -289,8 +348,8 @@ def read_pair_file(path: str | Path) -> tuple[str, list[tuple[int, object, Prefe
     if not source.rows:
         raise DataError(NO_ROWS, source=str(path))
     raws = {row.row_no: row.raw for row in source.rows}
-    pairs = _convert(source, get_format("jsonl"), RowContext(), BadRowPolicy("error"), LoadReport("jsonl"),
-                     _AspectCheck(None))
+    pairs, _ = _convert(source, get_format("jsonl"), RowContext(), BadRowPolicy("error"), LoadReport("jsonl"),
+                        _AspectCheck(None))
     return source.row_kind, [(row_no, raws[row_no], pair) for row_no, pair in pairs]
 
 

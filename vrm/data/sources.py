@@ -11,6 +11,7 @@ kept by ``surrogateescape``) so invalid UTF-8 is reported in the line and field 
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -224,6 +225,24 @@ def _dataset_rows(ds: datasets.Dataset) -> Iterator[RawRow]:
     return (RawRow(i, row) for i, row in enumerate(ds))
 
 
+def _by_row_split(spec: Format, source: RawSource) -> list[RawSource]:
+    """A source whose rows name their split (``spec.split_of_row``) as one source per split; a row naming a bad
+    split stays in ``source``'s split, carrying its fault."""
+    if spec.split_of_row is None:
+        return [source]
+    parts: dict[str, list[RawRow]] = {}
+    for row in source.rows:
+        split = source.split
+        if row.fault is None and isinstance(row.raw, dict):
+            try:
+                split = spec.split_of_row(row.raw)
+            except RowFault as fault:
+                row = RawRow(row.row_no, row.raw, fault)
+        parts.setdefault(split, []).append(row)
+    return [RawSource(split, f"{source.name} (split={split})" if split != source.split else source.name,
+                      source.row_kind, rows, source.layout, source.subset) for split, rows in parts.items()]
+
+
 def _file_source(split: str, name: str) -> RawSource:
     path = _existing_file(name)
     kind = _file_kind(path, "jsonl")
@@ -237,6 +256,24 @@ def _file_source(split: str, name: str) -> RawSource:
         row_kind, rows = READERS[kind](path)
         return RawSource(split, name, row_kind, rows)
     return RawSource(split, name, ROW_INDEX, _dataset_rows(ds))
+
+
+def closest(name: str, valid: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the valid name closest to ``name`` (empty when none is close)."""
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _check_data_dirs(path: str, data_dirs: list[str]) -> None:
+    """Every ``data.subset`` name is a folder of a local copy (a hub name is checked by ``load_dataset``)."""
+    root = Path(path)
+    if not root.is_dir():
+        return
+    valid = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    for name in data_dirs:
+        if name not in valid:
+            raise DataError(f"data.subset {name!r} is not a data_dir of this dataset; its data_dirs are "
+                            f"{valid}{closest(name, valid)}", source=path)
 
 
 def _match_splits(spec: Format, dd: datasets.DatasetDict, source: str) -> dict[str, str]:
@@ -261,15 +298,17 @@ def dataset_sources(cfg: DataConfig, spec: Format) -> list[RawSource]:
     if not cfg.path:
         raise DataError(f"data.format={spec.name} needs data.path: a hub name, a local folder or a local file")
     if Path(cfg.path).is_file():
-        return [_file_source(next(iter(spec.splits)), cfg.path)]
+        return _by_row_split(spec, _file_source(next(iter(spec.splits)), cfg.path))
     data_dirs = subset_names(cfg.subset) if spec.subset_by == "data_dir" else []
+    _check_data_dirs(cfg.path, data_dirs)
     sources = []
-    for data_dir in data_dirs or [None]:
+    for data_dir in data_dirs or [spec.default_data_dir]:
         where = cfg.path if data_dir is None else f"{cfg.path}/{data_dir}"
         dd = _load_dataset(cfg.path, source=where, data_dir=data_dir)
         for split, name in _match_splits(spec, dd, where).items():
-            sources.append(RawSource(split, f"{where} [{name}]", ROW_INDEX, _dataset_rows(dd[name]),
-                                     subset=data_dir or ""))
+            source = RawSource(split, f"{where} [{name}]", ROW_INDEX, _dataset_rows(dd[name]),
+                               subset="" if data_dir == spec.default_data_dir else data_dir)
+            sources.extend(_by_row_split(spec, source))
     return sources
 
 

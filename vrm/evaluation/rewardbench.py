@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -21,16 +21,17 @@ REWARDBENCH_SECTIONS: dict[str, tuple[str, ...]] = {
     RB_REASONING: (RB_MATH, "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"),
 }
 REWARDBENCH_SUBSETS = frozenset(s for subsets in REWARDBENCH_SECTIONS.values() for s in subsets)
-#: The example counts RewardBench's own leaderboard weights by (``EXAMPLE_COUNTS`` upstream), kept verbatim so
-#: that scores are comparable with the leaderboard. Upstream lists ``math-prm`` as 984 (its real size is 447)
-#: to weight it like all hep-* subsets together, and has the two xstest counts the other way round from
-#: the dataset (154 should-refuse, 250 should-respond); pass counts taken from your data to weight by them.
+#: The example counts RewardBench's own leaderboard weights by: ``EXAMPLE_COUNTS`` of the ``rewardbench`` package
+#: 0.1.4 (``rewardbench/constants.py``, Apache-2.0, AllenAI), copied value for value so that section scores are
+#: comparable with the leaderboard (``tests/test_rewardbench_package.py`` checks them against the package).
+#: ``math-prm`` is stored as 984 (its real size is 447) to weight it like all hep-* subsets together; pass counts
+#: taken from your data to weight by them instead.
 REWARDBENCH_EXAMPLE_COUNTS: dict[str, int] = {
     "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95, "mt-bench-easy": 28,
-    "mt-bench-med": 40, "mt-bench-hard": 37, "llmbar-natural": 100, "llmbar-adver-neighbor": 134,
-    "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46,
-    "refusals-dangerous": 100, "refusals-offensive": 100, "xstest-should-refuse": 250,
-    "xstest-should-respond": 154, "donotanswer": 136, "math-prm": 984, "hep-cpp": 164, "hep-go": 164,
+    "mt-bench-med": 40, "mt-bench-hard": 37, "math-prm": 984, "refusals-dangerous": 100,
+    "refusals-offensive": 100, "llmbar-natural": 100, "llmbar-adver-neighbor": 134, "llmbar-adver-GPTInst": 92,
+    "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46, "xstest-should-refuse": 154,
+    "xstest-should-respond": 250, "donotanswer": 136, "hep-cpp": 164, "hep-go": 164,
     "hep-java": 164, "hep-js": 164, "hep-python": 164, "hep-rust": 164,
 }
 # Keys of :func:`rewardbench_results` besides subsets and sections.
@@ -40,28 +41,14 @@ RB_CHAT_TEMPLATE = "chat_template"
 RB_SCORE = "Score"
 
 
-def _section_weights(present: Sequence[str], counts: Mapping[str, float]) -> dict[str, float]:
-    """Weights of the present subsets of one section: their example counts, except ``math-prm``.
-
-    RewardBench weights ``math-prm`` like all the code (hep-*) subsets together (it stores 984 = 6 x 164 as
-    its count), so that Reasoning is the mean of math accuracy and code accuracy. We apply that rule to the
-    present hep-* subsets, which agrees with RewardBench on a full run whatever ``counts`` says for math-prm.
-    """
-    weights = {subset: float(counts[subset]) for subset in present}
-    code_weight = sum(weight for subset, weight in weights.items() if subset.startswith("hep-"))
-    if RB_MATH in weights and code_weight > 0:
-        weights[RB_MATH] = code_weight
-    return weights
-
-
 def rewardbench_sections(per_subset_acc: Mapping[str, float],
                          counts: Mapping[str, float] = REWARDBENCH_EXAMPLE_COUNTS) -> dict[str, float]:
     """RewardBench section scores (fractions in [0, 1], like the accuracies) from per-subset accuracies.
 
     A section's score is the example-count-weighted mean of the accuracies of its subsets present in
-    ``per_subset_acc`` (RewardBench's ``calculate_scores_per_section``), except that in Reasoning
-    ``math-prm`` weighs as much as the present hep-* subsets together (see :func:`_section_weights`).
-    Only sections with at least one present subset are reported, in RewardBench's order.
+    ``per_subset_acc``, as the ``rewardbench`` package's ``calculate_scores_per_section`` computes it (with its
+    counts, ``math-prm`` weighs as much as the six hep-* subsets together). Only sections with at least one present
+    subset are reported (the package reports 0 for the others), in RewardBench's order.
     ``counts`` defaults to RewardBench's own :data:`REWARDBENCH_EXAMPLE_COUNTS`.
     """
     if not per_subset_acc:
@@ -80,9 +67,8 @@ def rewardbench_sections(per_subset_acc: Mapping[str, float],
     for section, subsets in REWARDBENCH_SECTIONS.items():
         present = [subset for subset in subsets if subset in per_subset_acc]
         if present:
-            weights = _section_weights(present, counts)
-            total = sum(weights.values())
-            scores[section] = float(sum(per_subset_acc[s] * weights[s] for s in present) / total)
+            total = sum(float(counts[s]) for s in present)
+            scores[section] = float(sum(per_subset_acc[s] * float(counts[s]) for s in present) / total)
     return scores
 
 
