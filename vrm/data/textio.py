@@ -7,7 +7,7 @@
   error that says why a line is not JSON).
 - :func:`check_text` rejects a string that is not text: invalid UTF-8 read by :func:`open_text`, or a lone UTF-16
   surrogate, which JSON can write (``"\\ud800"``) but no tokenizer can encode.
-- :func:`write_jsonl_atomically` writes JSON Lines output (``vrm-score``'s, the rejects file) so that a kill never
+- :func:`write_text_atomically` and :func:`write_jsonl_atomically` write output (``eval.json``, ``vrm-score``'s, the rejects file) so that a kill never
   leaves a part of it.
 """
 
@@ -103,20 +103,24 @@ def json_lines(path: Path) -> Iterator[tuple[int, str, object | ValueError]]:
             yield line_no, line, err
 
 
-def write_jsonl_atomically(path: Path, records: Iterable[Mapping], default: Callable[[object], str] = str) -> None:
-    """One JSON object a line into a hidden temporary file beside ``path``, flushed to disk, then renamed onto it:
-    ``path`` is the old file or the complete new one, never a part (a kill leaves at most the hidden file).
-    Non-ASCII characters are escaped, so lone surrogates are written as they were read; ``default`` turns values
-    JSON does not know into text."""
+def write_text_atomically(path: Path, content: str) -> None:
+    """``content`` into a hidden temporary file beside ``path``, flushed to disk, then renamed onto it: ``path`` is
+    the old file or the complete new one, never a part (a kill leaves at most the hidden file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=True, default=default) + "\n")
+            out.write(content)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl_atomically(path: Path, records: Iterable[Mapping], default: Callable[[object], str] = str) -> None:
+    """One JSON object a line, written by :func:`write_text_atomically`. Non-ASCII characters are escaped, so lone
+    surrogates are written as they were read; ``default`` turns values JSON does not know into text."""
+    write_text_atomically(path, "".join(json.dumps(record, ensure_ascii=True, default=default) + "\n"
+                                        for record in records))

@@ -6,7 +6,9 @@ Per evaluated split, ``eval.json`` holds (keys are this module's and :mod:`vrm.e
 
 - pairwise accuracy, mean margin, accuracy per subset (the ``subset`` column) and, when RewardBench subsets are
   present, the results dict RewardBench writes (per-subset accuracy with ties counted wrong, as RewardBench
-  does, and the section scores); it also goes to ``rewardbench_<split>.json``;
+  does, and the section scores); it also goes to ``rewardbench_<split>.json``; on RewardBench 2
+  (``data=rewardbench2``) its leaderboard's scores (:mod:`vrm.evaluation.rewardbench2`) go to
+  ``rewardbench2_<split>.json``;
 - calibration: ECE of ``sigmoid(r+ - r-)`` and the reliability bins (plot ``<split>_reliability.png``);
 - length bias: accuracy when the chosen response is the longer or the shorter one, the rank correlation of
   reward with length, and the length-only baseline's accuracy beside it;
@@ -34,9 +36,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from vrm.config.eval import LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig
 from vrm.data.loading import load_preference_data
+from vrm.data.rewardbench2 import BestOfNItem
+from vrm.data.textio import write_text_atomically
 from vrm.evaluation import metrics as m
 from vrm.evaluation import plots
 from vrm.evaluation import rewardbench as rb
+from vrm.evaluation import rewardbench2 as rb2
 from vrm.evaluation.load_scorer import load_scorer, model_scorer_options, scorer_label
 from vrm.evaluation.report import (
     ACC_OPENER_ON_CHOSEN,
@@ -58,6 +63,7 @@ from vrm.evaluation.report import (
     PLOT_WEIGHTS,
     PLOTS,
     REWARDBENCH,
+    REWARDBENCH2,
     SCORE_MEAN,
     SCORE_STD,
     SCORER,
@@ -130,29 +136,59 @@ class SplitScores:
     reward_std_rejected: np.ndarray | None = None
 
 
-def score_split(scorer: Scorer, rows: Sequence[Mapping[str, Any]], uncertainty_samples: int = 0) -> SplitScores:
-    """Score every pair of ``rows`` (canonical rows) with one batched call over chosen and rejected responses."""
-    n = len(rows)
-    prompts = [row["prompt"] for row in rows] * 2
-    responses = [row["chosen"] for row in rows] + [row["rejected"] for row in rows]
+def _score_texts(scorer: Scorer, prompts: list, responses: list[str], question_types: list[str],
+                 references: list[str], uncertainty_samples: int) -> SplitScores:
+    """Rewards of (prompt, response) texts in one batched call, as a :class:`SplitScores` whose ``chosen`` holds
+    them all (and ``rejected`` nothing); the VRM details per text where the scorer gives them."""
     if isinstance(scorer, RewardScorer):
         num_samples = uncertainty_samples if scorer.name == "vrm" else 0  # a plain export has no head key
         details = scorer.score_details(prompts, responses, num_samples=num_samples)
-        reward = np.asarray(details["reward"], dtype=np.float64)
-        weights = details.get("weights")
-        scores = details.get("objective_scores")
-        std = details.get("reward_std")
-        return SplitScores(
-            chosen=reward[:n], rejected=reward[n:],
-            weights=None if weights is None else np.asarray(weights, dtype=np.float64)[:n],
-            objective_scores=None if scores is None else np.asarray(scores, dtype=np.float64),
-            reward_std_chosen=None if std is None else np.asarray(std, dtype=np.float64)[:n],
-            reward_std_rejected=None if std is None else np.asarray(std, dtype=np.float64)[n:],
-        )
-    reward = np.asarray(scorer.score(prompts, responses,
-                                     question_types=[row.get("question_type", "") for row in rows] * 2,
-                                     references=[row.get("reference", "") for row in rows] * 2), dtype=np.float64)
-    return SplitScores(chosen=reward[:n], rejected=reward[n:])
+        arrays = {key: None if details.get(key) is None else np.asarray(details[key], dtype=np.float64)
+                  for key in ("reward", "weights", "objective_scores", "reward_std")}
+        return SplitScores(chosen=arrays["reward"], rejected=np.zeros(0), weights=arrays["weights"],
+                           objective_scores=arrays["objective_scores"], reward_std_chosen=arrays["reward_std"])
+    reward = scorer.score(prompts, responses, question_types=question_types, references=references)
+    return SplitScores(chosen=np.asarray(reward, dtype=np.float64), rejected=np.zeros(0))
+
+
+def _pick(texts: SplitScores, chosen: np.ndarray, rejected: np.ndarray) -> SplitScores:
+    """Pair scores from per-text scores: pair i is text ``chosen[i]`` against text ``rejected[i]``."""
+    def rows(values: np.ndarray | None, index: np.ndarray) -> np.ndarray | None:
+        return None if values is None else values[index]
+    scores = texts.objective_scores
+    return SplitScores(
+        chosen=texts.chosen[chosen], rejected=texts.chosen[rejected], weights=rows(texts.weights, chosen),
+        objective_scores=None if scores is None else np.concatenate([scores[chosen], scores[rejected]]),
+        reward_std_chosen=rows(texts.reward_std_chosen, chosen), reward_std_rejected=rows(texts.reward_std_chosen,
+                                                                                           rejected))
+
+
+def score_split(scorer: Scorer, rows: Sequence[Mapping[str, Any]], uncertainty_samples: int = 0) -> SplitScores:
+    """Score every pair of ``rows`` (canonical rows) with one batched call over chosen and rejected responses."""
+    n = len(rows)
+    texts = _score_texts(scorer, [row["prompt"] for row in rows] * 2,
+                         [row["chosen"] for row in rows] + [row["rejected"] for row in rows],
+                         [row.get("question_type", "") for row in rows] * 2,
+                         [row.get("reference", "") for row in rows] * 2, uncertainty_samples)
+    return _pick(texts, np.arange(n), np.arange(n, 2 * n))
+
+
+def score_items(scorer: Scorer, items: Sequence[BestOfNItem], n_pairs: int,
+                uncertainty_samples: int = 0) -> tuple[SplitScores, list[list[float]]]:
+    """Score each best-of-N item's completions once: the scores of its pairs (correct-major, as the loader lays
+    them out) and each item's completion rewards."""
+    prompts = [item.prompt for item in items for _ in item.completions]
+    texts = _score_texts(scorer, prompts, [c for item in items for c in item.completions], [""] * len(prompts),
+                         [""] * len(prompts), uncertainty_samples)
+    chosen, rejected, start = [], [], 0
+    for item in items:
+        for i, j in item.pair_indices():
+            chosen.append(start + i)
+            rejected.append(start + j)
+        start += len(item.completions)
+    if len(chosen) != n_pairs:
+        raise ValueError(f"{len(items)} best-of-N items make {len(chosen)} pairs, the split has {n_pairs}")
+    return _pick(texts, np.array(chosen, dtype=int), np.array(rejected, dtype=int)), rb2.item_rewards(items, texts.chosen)
 
 
 def response_length(text: str, unit: str) -> int:
@@ -313,22 +349,32 @@ def evaluate(cfg: DictConfig | EvalConfig, scorer: Scorer | None = None) -> dict
                "rows": dict(data.report.rows)},
         SPLITS: {}, MISSING_SPLITS: missing,
     }
+    model_type = _RB_MODEL_TYPES.get(kind, "Custom Classifier")
     for split in present:
         rows = data.splits[split].to_list()
-        scores = score_split(scorer, rows, uncertainty_samples)
-        result = split_metrics(scores, rows, label=label, model_type=_RB_MODEL_TYPES.get(kind, "Custom Classifier"),
+        items = data.items.get(split)
+        if items is None:
+            scores = score_split(scorer, rows, uncertainty_samples)
+        else:
+            scores, rewards = score_items(scorer, items, len(rows), uncertainty_samples)
+        result = split_metrics(scores, rows, label=label, model_type=model_type,
                                calibration_bins=cfg.calibration_bins, length_unit=cfg.length_unit)
+        if items is not None:
+            result[REWARDBENCH2] = rb2.rewardbench2_results(label, items, rewards, model_type=model_type)
+            write_text_atomically(out_dir / f"rewardbench2_{split}.json",
+                                  json.dumps(to_json(result[REWARDBENCH2]), indent=2) + "\n")
         if cfg.plots:
             result[PLOTS] = split_plots(split, scores, result, out_dir, calibration_bins=cfg.calibration_bins)
         if REWARDBENCH in result:
-            (out_dir / f"rewardbench_{split}.json").write_text(json.dumps(to_json(result[REWARDBENCH]), indent=2) + "\n")
+            write_text_atomically(out_dir / f"rewardbench_{split}.json",
+                                  json.dumps(to_json(result[REWARDBENCH]), indent=2) + "\n")
         results[SPLITS][split] = result
     if best_of_n_enabled(cfg):
         results[BEST_OF_N] = run_best_of_n(cfg, scorer, label, out_dir if cfg.plots else None)
     results[CONFIG] = config_record(cfg)
 
     results = to_json(results)
-    (out_dir / EVAL_JSON).write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    write_text_atomically(out_dir / EVAL_JSON, json.dumps(results, indent=2, allow_nan=False) + "\n")
     print(format_report(results))
     print(f"\nwrote {out_dir / EVAL_JSON}")
     return results

@@ -26,6 +26,7 @@ CONFIG = "config"
 N_PAIRS = "n_pairs"
 BY_SUBSET = "accuracy_by_subset"
 REWARDBENCH = "rewardbench"
+REWARDBENCH2 = "rewardbench2"
 CALIBRATION = "calibration"
 LENGTH = "length"
 LENGTH_UNIT = "unit"
@@ -110,6 +111,11 @@ def format_report(results: Mapping[str, Any]) -> str:
             sections += [rb.RB_SCORE] if rb.RB_SCORE in r[REWARDBENCH] else []
             lines += ["", f"RewardBench sections ({split}):", ""]
             lines += _table(sections, [[r[REWARDBENCH][s] for s in sections]])
+        if REWARDBENCH2 in r:
+            scores = {k: v for k, v in r[REWARDBENCH2].items() if k not in (rb.RB_MODEL, rb.RB_MODEL_TYPE,
+                                                                             rb.RB_CHAT_TEMPLATE)}
+            lines += ["", f"RewardBench 2 ({split}; Ties by its own rule, Score = mean of the six):", ""]
+            lines += _table(list(scores), [list(scores.values())])
 
     if BEST_OF_N in results:
         bon = results[BEST_OF_N]
