@@ -23,7 +23,7 @@ Formats (``data.format``; :data:`FORMATS`):
 - ``shp``: stanfordnlp/SHP; ``labels`` 1 means ``human_ref_A`` is preferred; margin = ``score_ratio`` as given;
   subset = the subreddit (``domain`` without its split suffix).
 - ``rewardbench``: allenai/reward-bench, explicit strings plus ``subset``; its ``filtered`` split is the test split.
-- ``rewardbench2``: allenai/reward-bench-2's best-of-N items (:mod:`vrm.data.rewardbench2`).
+- ``rewardbench2``: allenai/reward-bench-2's best-of-N items (:mod:`vrm.data.rewardbench2_items`).
 
 Ties (``data.ties``, one rule for every format): a pair whose two responses the source scores alike is a tie. An
 adapter whose source names a chosen side returns it with margin 0 and the loader skips (and counts) or keeps it; a
@@ -46,7 +46,7 @@ from vrm.data.helpsteer2 import (
     helpsteer2_row,
     preference_split,
 )
-from vrm.data.rewardbench2 import rewardbench2_pairs, rewardbench2_row
+from vrm.data.rewardbench2_items import rewardbench2_pairs, rewardbench2_row
 from vrm.data.schema import Message, PreferencePair
 from vrm.data.validation import (
     EMPTY,

@@ -34,7 +34,7 @@ from vrm.data.formats import (
     get_format,
     resolve_format,
 )
-from vrm.data.rewardbench2 import BestOfNItem
+from vrm.data.rewardbench2_items import BestOfNItem
 from vrm.data.schema import CANONICAL_FEATURES, PreferencePair
 from vrm.data.sources import (
     NO_ROWS,

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vrm.config.eval import LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig
 from vrm.data.loading import load_preference_data
-from vrm.data.rewardbench2 import BestOfNItem
+from vrm.data.rewardbench2_items import BestOfNItem
 from vrm.data.textio import write_text_atomically
 from vrm.evaluation import metrics as m
 from vrm.evaluation import plots

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vrm.data.rewardbench2 import REWARDBENCH2_SUBSETS, TIES, BestOfNItem
+from vrm.data.rewardbench2_items import REWARDBENCH2_SUBSETS, TIES, BestOfNItem
 from vrm.evaluation.rewardbench import RB_CHAT_TEMPLATE, RB_MODEL, RB_MODEL_TYPE, RB_SCORE
 
 #: Weights of the Ties score's terms: tied accuracy, ref accuracy, p, p_hard, margin score.
