@@ -105,6 +105,26 @@ def test_eval_of_an_export_writes_every_metric_and_plot(tiny_vrm, tmp_path):
     assert bon[se.BON_TRUE][0] == pytest.approx(bon[se.BON_ORACLE][0])  # n = 1: everyone takes the first
 
 
+def test_a_vrm_export_on_rewardbench2_scores_each_completion_once(tiny_vrm, tmp_path):
+    from vrm.evaluation import rewardbench2 as rb2
+
+    hub = Path(__file__).resolve().parent / "fixtures" / "hub" / "reward-bench-2"
+    cfg = compose_eval([f"model_path={tiny_vrm / 'export'}", "data=rewardbench2", f"data.path={hub}", "plots=false",
+                        "splits=[test]"], tmp_path)
+    test = evaluate(cfg)["splits"]["test"]
+    data = load_preference_data(cfg.data)
+    scorer = RewardScorer.from_pretrained(tiny_vrm / "export")
+    items = data.items["test"]
+    rewards = [scorer.score([item.prompt] * len(item.completions), list(item.completions)) for item in items]
+    assert {k: test["rewardbench2"][k] for k in rb2.REWARDBENCH2_SUBSETS} == pytest.approx(
+        rb2.rewardbench2_scores(items, rewards), abs=1e-6)
+    rows = data.splits["test"].to_list()  # the pairs' rewards are the items' completion rewards
+    chosen = np.array(scorer.score([r["prompt"] for r in rows], [r["chosen"] for r in rows]))
+    rejected = np.array(scorer.score([r["prompt"] for r in rows], [r["rejected"] for r in rows]))
+    assert test[m.ACCURACY] == pytest.approx(np.mean(chosen > rejected) + 0.5 * np.mean(chosen == rejected))
+    assert set(test["objectives"]["weights_by_subset"]) == set(rb2.REWARDBENCH2_SUBSETS)
+
+
 def test_a_checkpoint_evaluates_like_its_export(tiny_vrm, tmp_path):
     common = EVAL_DATA + ["splits=[test]", "best_of_n.enabled=false", "plots=false", "scorer.uncertainty_samples=0"]
     best = (tiny_vrm / "best_checkpoint.txt").read_text().strip()
