@@ -228,3 +228,14 @@ def test_an_empty_split_names_its_own_reasons_only(tmp_path):
     with pytest.raises(DataError, match="the test split has no pairs") as err:
         load_preference_data(cfg, tmp_path)
     assert TIE in str(err.value) and "empty text" not in str(err.value) and "skipped" not in str(err.value)
+
+
+def test_vrm_train_runs_on_the_helpsteer2_preference_data(tmp_path):
+    from conftest import TINY_OVERRIDES, compose_train
+
+    from vrm.cli.train import train_and_export
+
+    cfg = compose_train(TINY_OVERRIDES + ["data=helpsteer2_preference", f"data.path={HUB / 'HelpSteer2'}",
+                                          "data.max_length=64", "logger=none", "callbacks=none"], tmp_path)
+    metrics = train_and_export(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and 0.0 <= metrics["val/acc"] <= 1.0
