@@ -22,6 +22,7 @@ from vrm.config.data import DataConfig
 from vrm.data.loading import PreferenceData, load_preference_data
 from vrm.data.tokenization import TokenizationSettings, cache_dir, tokenizer_fingerprint
 from vrm.data.tokenize import TruncationStats, pad_sequences
+from vrm.errors import DataError
 from vrm.training.resumable import ResumableBatchSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,11 @@ class PreferenceDataModule(L.LightningDataModule):
             if "dropped" in (c, r):
                 dropped.append(i)
         report = stats.summary(self.cfg.max_length, self.cfg.truncation)
+        if dropped and len(dropped) == len(tokenized):
+            raise DataError(f"the {name} split has no pairs left: all {len(dropped)} of its pairs were dropped by "
+                            f"data.truncation=drop, being longer than data.max_length={self.cfg.max_length} tokens "
+                            f"({report}); raise data.max_length or truncate instead "
+                            "(data.truncation=truncate_prompt_left or truncate_response)")
         if dropped:
             report += f"; {len(dropped)} pairs dropped"
             keep = sorted(set(range(len(tokenized))) - set(dropped))
