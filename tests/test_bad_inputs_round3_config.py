@@ -67,11 +67,48 @@ def assert_named_error(result: subprocess.CompletedProcess, *named: str, status:
     (["trainer.precision=64"], "trainer.precision=64 is not supported; use one of 32-true"),
     (["data.synthetic.num_train=0"], "data.synthetic.num_train=0 must be >= 1"),
     (["encoder.lora.r=0", "encoder.train_mode=lora"], "encoder.lora.r=0 must be in [1, 16384]"),
+    # beyond the issue's list (docs/robustness-of-inputs.md, "Round 3", own cases)
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be >= -1, not 0 or null"),  # was exit 0, untrained
+    (["trainer.max_steps=0"], "trainer.max_steps=0 must be >= -1, not 0"),  # was exit 0, untrained
+    (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0 must be null, an integer >= 1"),
+    (["data.max_rows=-1"], "data.max_rows=-1 must be >= 1 or null"),  # was "Column 'chosen_truncated'"
+    (["optim.weight_decay=-1"], "optim.weight_decay=-1.0 must be a finite number >= 0"),
+    (["optim.warmup_fraction=2"], "optim.warmup_fraction=2.0 must be a finite number in [0, 1]"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1.0 must be a finite number >= 0 or null"),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 must be >= 1"),
+    (["model.prior_concentration=0"], "model.prior_concentration=0.0 must be a finite number > 0"),
 ])
 def test_a_meaningless_config_value_is_named_with_its_allowed_range(tmp_path, overrides, named):
     result = vrm_train(TINY + overrides, tmp_path)
     assert_named_error(result, named)
     assert not (tmp_path / "run" / "tokenizer").exists()  # refused before the encoder was loaded
+
+
+def test_a_sweep_with_a_bad_value_in_one_job_stops_naming_it(tmp_path):
+    result = command("train", ["-m", *TINY, "model.tau=inf,1.0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                               f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
+    assert_named_error(result, "model.tau=inf must be a finite number > 0")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_trainer_lightning_refuses_is_named_before_the_encoder_loads(tmp_path):
+    """trainer.accelerator=gpu on a CPU machine was Hydra's 'Error executing job with overrides [...]' after the
+    encoder had loaded and the data was tokenised."""
+    result = vrm_train(TINY + ["trainer.accelerator=gpu"], tmp_path)
+    assert_named_error(result, "trainer.accelerator=gpu", "is refused by Lightning", "No supported gpu backend")
+    assert "Error executing job" not in result.stderr
+    assert not (tmp_path / "run" / "tokenizer").exists()
+
+
+def test_vrm_cache_pointing_at_a_file_is_named(tmp_path):
+    (tmp_path / "cachefile").write_text("not a folder\n")
+    env_cache = tmp_path / "cachefile"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VRM_CACHE": str(env_cache), "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run([sys.executable, "-c", "from vrm.cli.train import main; main()", *TINY,
+                             f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                            timeout=HANG_TIMEOUT, env=env, cwd=tmp_path)
+    assert_named_error(result, f"VRM_CACHE={env_cache}: {env_cache} is a file, not a folder")
 
 
 def test_max_length_beyond_the_encoders_positions_names_both_numbers(tmp_path):
@@ -184,3 +221,28 @@ def test_vrm_export_refuses_a_checkpoint_with_nan_weights(tmp_path, checkpoint):
     assert_named_error(result, "NonFiniteModelError", "non-finite (NaN or Inf) weights in 1 tensors",
                        name.removeprefix("net."))
     assert not (tmp_path / "export").exists()
+
+
+# -- damaged cache entries are recomputed, not trained on -----------------------------------------------------------
+def test_damaged_tokenisation_and_feature_cache_entries_are_recomputed(tmp_path):
+    """A tokenised split cut short was `ArrowInvalid: Expected to read ... metadata bytes` (naming no file); a feature
+    file of the right name but the wrong width went on to the heads. Both are now warned about and recomputed."""
+    from safetensors.torch import load_file, save_file
+
+    frozen = TINY + ["encoder.train_mode=frozen", "trainer.max_steps=1"]
+    assert vrm_train(frozen, tmp_path, run="first").returncode == 0
+    arrows = sorted((tmp_path / "cache" / "tokenized").glob("*.arrow"))
+    features = sorted((tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert arrows and features
+    for path in arrows:
+        path.write_bytes(path.read_bytes()[:100])
+    for path in features:
+        save_file({k: torch.zeros(v.shape[0], v.shape[1] + 3) for k, v in load_file(path).items()}, path)
+    result = vrm_train(frozen, tmp_path, run="second")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert f"ignoring unreadable tokenisation cache {arrows[0]}" in log
+    assert f"ignoring feature cache {features[0]}" in log and "found {'h_chosen': (" in log
+    first = json.loads((tmp_path / "first" / "metrics.json").read_text())
+    second = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    assert second["test/loss"] == pytest.approx(first["test/loss"], rel=1e-5)  # the same features, recomputed

@@ -95,6 +95,7 @@ EVAL_RULES = (
     fraction("best_of_n.spurious_prob"),
     count("data.max_length", 4, note="room for a prompt, a response and their special tokens"),
     count("data.eval_batch_size", 1),
+    count("data.max_rows", 1, optional=True, note="null: every row"),
     count("data.batch_size", 1),
 )
 

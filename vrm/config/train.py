@@ -270,6 +270,7 @@ TRAIN_RULES = (
     count("encoder.length_chunks", 1),
     count("data.max_length", 4, note="room for a prompt, a response and their special tokens"),
     count("data.batch_size", 1),
+    count("data.max_rows", 1, optional=True, note="null: every row"),
     count("data.eval_batch_size", 1),
     count("data.num_workers", 0),
     seed_rule("data.split_seed", optional=False),
@@ -285,9 +286,9 @@ TRAIN_RULES = (
     positive("data.synthetic.label_temperature"),
     nonnegative("data.synthetic.aspect_noise"),
     count("trainer.num_nodes", 1),
-    count("trainer.max_epochs", -1, optional=True, note="-1: no limit"),
+    count("trainer.max_epochs", -1, optional=True, nonzero=True, note="-1: no limit; 0 would train nothing"),
     count("trainer.min_epochs", 0, optional=True),
-    count("trainer.max_steps", -1, note="-1: no limit"),
+    count("trainer.max_steps", -1, nonzero=True, note="-1: no limit; 0 would train nothing"),
     count("trainer.accumulate_grad_batches", 1, note="1: a step per batch"),
     count("trainer.check_val_every_n_epoch", 1, optional=True, note="null: validate by val_check_interval only"),
     count("trainer.log_every_n_steps", 1),
@@ -331,9 +332,9 @@ def validate(cfg: DictConfig) -> None:
     check_rules(cfg, TRAIN_RULES, TRAIN_ORDERINGS)
     trainer = cfg.trainer
     _fraction_or_count("trainer.val_check_interval", trainer.val_check_interval, "interval")
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test"):  # no training batch trains nothing; no validation batch is allowed
         key = f"limit_{split}_batches"
-        _fraction_or_count(f"trainer.{key}", trainer.get(key), "limit")
+        _fraction_or_count(f"trainer.{key}", trainer.get(key), "interval" if split == "train" else "limit")
     if trainer.precision not in PRECISIONS:
         raise ValueError(f"trainer.precision={trainer.precision!r} is not supported; use one of "
                          f"{', '.join(str(p) for p in PRECISIONS if isinstance(p, str) and '-' in p)} (64-bit: the "

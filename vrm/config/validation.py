@@ -31,6 +31,8 @@ class Rule:
     low_open: bool = False
     integer: bool = False
     optional: bool = False
+    #: 0 is in the range but means nothing (``trainer.max_epochs=0`` trains nothing and exits 0).
+    nonzero: bool = False
     note: str = ""
 
     def allowed(self) -> str:
@@ -44,6 +46,7 @@ class Rule:
         else:
             bound = ""
         text = (kind + bound).strip() or "a finite number"
+        text += ", not 0" if self.nonzero else ""
         return text + (" or null" if self.optional else "")
 
     def check(self, value: Any) -> str | None:
@@ -56,6 +59,8 @@ class Rule:
             ok = value > self.low if self.low_open else value >= self.low
         if ok and self.high is not None:
             ok = value <= self.high
+        if ok and self.nonzero:
+            ok = value != 0
         if ok:
             return None
         return f"{self.key}={value!r} must be {self.allowed()}" + (f" ({self.note})" if self.note else "")
@@ -85,8 +90,9 @@ def seed_rule(key: str, optional: bool = True) -> Rule:
     return Rule(key, 0, MAX_SEED, integer=True, optional=optional, note="numpy's seed range")
 
 
-def count(key: str, low: int = 1, high: int | None = None, optional: bool = False, note: str = "") -> Rule:
-    return Rule(key, low, high, integer=True, optional=optional, note=note)
+def count(key: str, low: int = 1, high: int | None = None, optional: bool = False, note: str = "",
+          nonzero: bool = False) -> Rule:
+    return Rule(key, low, high, integer=True, optional=optional, note=note, nonzero=nonzero)
 
 
 def positive(key: str, high: float | None = None, note: str = "") -> Rule:

@@ -13,6 +13,7 @@ from typing import Any
 import hydra
 import lightning as L
 import pyro
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from vrm.config import ModelConfig, TrainConfig
@@ -130,5 +131,11 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer of ``cfg`` with its callbacks and loggers; checkpoints are written atomically."""
     callbacks = instantiate_dict(cfg.get("callbacks"))
     loggers = instantiate_dict(cfg.get("logger"))
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                   plugins=[AtomicCheckpointIO()])
+    try:
+        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                       plugins=[AtomicCheckpointIO()])
+    except InstantiationException as err:  # Lightning's refusal (no GPU, devices=0, ...), named as trainer's
+        t = cfg.trainer
+        raise ValueError(f"the trainer config (trainer.accelerator={t.accelerator}, trainer.devices={t.devices}, "
+                         f"trainer.strategy={t.strategy}, trainer.precision={t.precision}) is refused by Lightning: "
+                         f"{err.__cause__ or err}") from err

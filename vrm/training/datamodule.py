@@ -13,6 +13,7 @@ import logging
 
 import datasets
 import lightning as L
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
@@ -88,9 +89,18 @@ class PreferenceDataModule(L.LightningDataModule):
         fingerprint = hashlib.sha256(f"{split._fingerprint}|{self._settings_key}".encode()).hexdigest()[:16]
         path = cache_dir() / f"{name}-{fingerprint}.arrow"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tokenized = split.map(self._encode_batch, batched=True, batch_size=256, cache_file_name=str(path),
-                              new_fingerprint=fingerprint, load_from_cache_file=True,
-                              desc=f"Tokenizing {name}")
+        def tokenize(from_cache: bool) -> datasets.Dataset:
+            return split.map(self._encode_batch, batched=True, batch_size=256, cache_file_name=str(path),
+                             new_fingerprint=fingerprint, load_from_cache_file=from_cache, desc=f"Tokenizing {name}")
+
+        try:
+            tokenized = tokenize(from_cache=True)
+        except pa.ArrowException as err:  # a damaged cache file (a full disk, a copy cut short): recompute it
+            if not path.is_file():
+                raise
+            log.warning("ignoring unreadable tokenisation cache %s (%s); tokenising %s again", path, err, name)
+            path.unlink()
+            tokenized = tokenize(from_cache=False)
         stats = TruncationStats()
         dropped = []
         for i, (c, r) in enumerate(zip(tokenized["chosen_truncated"], tokenized["rejected_truncated"])):

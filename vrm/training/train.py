@@ -71,9 +71,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(cfg)  # a trainer Lightning refuses (no GPU, devices=0) fails before the encoder loads
     run = build(cfg, output_dir)
     module, datamodule = run.module, run.datamodule
-    trainer = build_trainer(cfg)
 
     metrics: dict[str, float] = {}
     status = "failed"
