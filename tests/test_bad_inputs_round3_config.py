@@ -84,6 +84,28 @@ def test_a_meaningless_config_value_is_named_with_its_allowed_range(tmp_path, ov
     assert not (tmp_path / "run" / "tokenizer").exists()  # refused before the encoder was loaded
 
 
+def test_every_rule_names_a_key_of_its_schema():
+    """A rule whose key is misspelt would be skipped (absent keys are), so each must be a key of its config."""
+    from omegaconf import OmegaConf
+
+    from vrm.config import EvalConfig, ModelScorerConfig, TrainConfig
+    from vrm.config.eval import EVAL_RULES, MODEL_SCORER_RULES
+    from vrm.config.train import TRAIN_ORDERINGS, TRAIN_RULES
+
+    for schema, keys in ((TrainConfig, [r.key for r in TRAIN_RULES]
+                          + [k for o in TRAIN_ORDERINGS for k in (o.low_key, o.high_key)]),
+                         (EvalConfig, [r.key for r in EVAL_RULES]),
+                         (ModelScorerConfig, [r.key for r in MODEL_SCORER_RULES])):
+        cfg = OmegaConf.structured(schema)
+        missing = [k for k in keys if OmegaConf.select(cfg, k, default="absent", throw_on_missing=False) == "absent"]
+        assert not missing, f"{schema.__name__} has no {missing}"
+
+
+def test_a_huge_integer_is_named_not_overflowed(tmp_path):
+    result = vrm_train(TINY + [f"seed={10**400}"], tmp_path)
+    assert_named_error(result, "seed=1000", "must be in [0, 4294967295]")
+
+
 def test_a_sweep_with_a_bad_value_in_one_job_stops_naming_it(tmp_path):
     result = command("train", ["-m", *TINY, "model.tau=inf,1.0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
                                f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
@@ -154,6 +176,16 @@ def test_vrm_score_caps_num_samples_as_an_option_error(tmp_path, bt_export, quer
     result = command("score", ["--model", str(bt_export), "--input", str(queries), "--output",
                                str(tmp_path / "out.jsonl"), "--num-samples", "1000000000"], tmp_path)
     assert_named_error(result, f"--num-samples: 1000000000 must be in [0, {MAX_UNCERTAINTY_SAMPLES}]", status=2)
+
+
+def test_vrm_serve_caps_max_num_samples_and_the_python_api_caps_num_samples(tmp_path, bt_export):
+    result = command("serve", ["--model", str(bt_export), "--max-num-samples", "1000"], tmp_path)
+    assert_named_error(result, f"--max-num-samples: 1000 must be in [0, {MAX_UNCERTAINTY_SAMPLES}]", status=2)
+    from vrm.scoring.scorer import RewardScorer
+
+    scorer = RewardScorer.from_pretrained(bt_export, device="cpu")
+    with pytest.raises(ValueError, match=rf"num_samples=1000000 must be in \[0, {MAX_UNCERTAINTY_SAMPLES}\]"):
+        scorer.score_details(["How do I sort a list?"], ["Use sorted()."], num_samples=1_000_000)
 
 
 def test_vrm_score_refuses_num_samples_on_a_bt_export(tmp_path, bt_export, queries):

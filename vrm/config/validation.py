@@ -53,8 +53,12 @@ class Rule:
         """None when ``value`` is allowed, else the error message."""
         if value is None:
             return None if self.optional else f"{self.key}=null must be {self.allowed()}"
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = is_number and math.isfinite(value) and (not self.integer or float(value).is_integer())
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            ok = False
+        elif isinstance(value, int):  # exact, however large (float() of 10**400 overflows)
+            ok = True
+        else:
+            ok = math.isfinite(value) and (not self.integer or value.is_integer())
         if ok and self.low is not None:
             ok = value > self.low if self.low_open else value >= self.low
         if ok and self.high is not None:

@@ -22,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from vrm.config.eval import MAX_UNCERTAINTY_SAMPLES
 from vrm.data.contract import (
     ContractError,
     InputContract,
@@ -212,6 +213,9 @@ class RewardScorer(Scorer):
         ``progress``: True shows a tqdm bar on stderr; a callable is called with the number of sequences done.
         ``question_types``, ``references``: ignored (as by :meth:`score`).
         """
+        if not 0 <= num_samples <= MAX_UNCERTAINTY_SAMPLES:
+            raise ValueError(f"num_samples={num_samples} must be in [0, {MAX_UNCERTAINTY_SAMPLES}] "
+                             "(vrm.config.eval.MAX_UNCERTAINTY_SAMPLES: the samples of a batch are held at once)")
         if num_samples and self.name != "vrm":
             raise ValueError(f"num_samples={num_samples}: this is a Bradley-Terry reward model, which has no posterior "
                              "to sample a reward standard deviation from; score it with num_samples=0 (vrm-score: "
