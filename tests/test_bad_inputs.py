@@ -456,7 +456,7 @@ def test_a_kill_during_the_feature_cache_write_leaves_no_partial_cache_file(tmp_
 
 @pytest.mark.parametrize("extra, code, named", [
     (["--batch-size", "0"], 2, "argument --batch-size: 0 must be >= 1"),  # was silently 32
-    (["--num-samples", "-1"], 2, "argument --num-samples: -1 must be >= 0"),  # was silently accepted
+    (["--num-samples", "-1"], 2, "argument --num-samples: -1 must be in [0, 256]"),  # was silently accepted
     (["--batch-size", "many"], 2, "argument --batch-size: 'many' is not an integer"),
     (["--output", "{tmp}"], 2, "--output {tmp} is a folder"),  # was refused only after scoring, naming a temp file
     (["--input", "{tmp}"], 1, "--input {tmp} is a folder, not a file"),  # was "does not exist"

@@ -65,6 +65,11 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf; the message names the step and the batch."""
 
 
+class NonFiniteModelError(NonFiniteLossError):
+    """A model's weights or a run's metrics are NaN or Inf (after training, or a checkpoint given to an export); the
+    message names the parameters or metrics, and the run exits non-zero instead of exporting them."""
+
+
 # -- scoring ---------------------------------------------------------------------------------------
 class QuerySplitError(ValueError):
     """A full conversation text cannot be split into prompt and response."""

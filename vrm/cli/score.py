@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vrm.cli.app import call_reporting_errors
 from vrm.cli.scorer_options import add_scorer_options, build_scorer, check_scorer_options, count_option
+from vrm.config.eval import MAX_UNCERTAINTY_SAMPLES
 from vrm.scoring.score_file import score_file
 
 
@@ -32,8 +33,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--input", required=True, type=Path,
                         help="JSON Lines file of prompt/response lines, or a file of preference pairs, to score")
     parser.add_argument("--output", required=True, type=Path, help="JSON Lines file to write (replaced when done)")
-    parser.add_argument("--num-samples", type=count_option(0), default=0,
-                        help="VRM: Monte Carlo samples for a reward standard deviation (default 0: none)")
+    parser.add_argument("--num-samples", type=count_option(0, MAX_UNCERTAINTY_SAMPLES), default=0,
+                        help="VRM: Monte Carlo samples for a reward standard deviation (default 0: none; at most "
+                             f"{MAX_UNCERTAINTY_SAMPLES}; a BT export has no posterior to sample and refuses it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     check_scorer_options(parser, args)

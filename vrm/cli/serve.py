@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from vrm.cli.app import call_reporting_errors
 from vrm.cli.scorer_options import add_scorer_options, build_scorer, check_scorer_options, count_option
+from vrm.config.eval import MAX_UNCERTAINTY_SAMPLES
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -26,8 +27,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"texts per request (default {defaults.max_batch_size})")
     parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars,
                         help=f"characters per text (default {defaults.max_text_chars})")
-    parser.add_argument("--max-num-samples", type=int, default=defaults.max_num_samples,
-                        help=f"Monte Carlo samples per /score request (default {defaults.max_num_samples})")
+    parser.add_argument("--max-num-samples", type=count_option(0, MAX_UNCERTAINTY_SAMPLES),
+                        default=defaults.max_num_samples,
+                        help=f"Monte Carlo samples per /score request (default and most {defaults.max_num_samples})")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     args = parser.parse_args(argv)
     check_scorer_options(parser, args)

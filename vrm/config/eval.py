@@ -14,11 +14,17 @@ from omegaconf import MISSING
 
 from vrm.config.data import DataConfig
 from vrm.config.train import PathsConfig
+from vrm.config.validation import count, fraction, seed_rule
 
 #: ``scorer.name`` of the trained reward model at ``model_path`` (``conf/scorer/model.yaml``).
 MODEL_SCORER = "model"
 #: ``scorer.name`` of the white-box proxy reward (``conf/scorer/proxy.yaml``).
 PROXY_SCORER = "proxy"
+#: The most Monte Carlo samples of (w, z) one scoring call may ask for (``scorer.uncertainty_samples`` of vrm-eval,
+#: ``vrm-score --num-samples``, the default of ``vrm-serve --max-num-samples``): each sample is a pass of the heads
+#: over the batch, held at once ((S, B, K) weights and (S, B, d) features), so 10**6 samples of a 32-pair batch take
+#: gigabytes; a standard deviation from 256 samples is within about 5% of its value.
+MAX_UNCERTAINTY_SAMPLES = 256
 #: How a response's length is measured for the length-bias analysis.
 LENGTH_UNITS = ("words", "chars")
 
@@ -72,6 +78,26 @@ class EvalConfig:
     #: Where eval.json and the plots go (None: the Hydra run folder, ``paths.output_dir``).
     output_dir: str | None = None
     paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+#: The numeric rules of :class:`ModelScorerConfig` (keys relative to ``scorer``) and of :class:`EvalConfig`.
+MODEL_SCORER_RULES = (
+    count("batch_size", 1),
+    count("uncertainty_samples", 0, MAX_UNCERTAINTY_SAMPLES, note="0: no uncertainty analysis; the cap is "
+          "vrm.config.eval.MAX_UNCERTAINTY_SAMPLES"),
+)
+EVAL_RULES = (
+    seed_rule("seed"),
+    count("calibration_bins", 1),
+    count("best_of_n.num_prompts", 1),
+    count("best_of_n.n_max", 1),
+    seed_rule("best_of_n.seed", optional=False),
+    fraction("best_of_n.spurious_prob"),
+    count("data.max_length", 4, note="room for a prompt, a response and their special tokens"),
+    count("data.eval_batch_size", 1),
+    count("data.max_rows", 1, optional=True, note="null: every row"),
+    count("data.batch_size", 1),
+)
 
 
 def register_eval_configs() -> None:

@@ -7,12 +7,23 @@ at start with the key named. Every option of the method spec is a field here wit
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
 
 from vrm.config.data import DataConfig
+from vrm.config.validation import (
+    Ordering,
+    Rule,
+    check_rules,
+    count,
+    fraction,
+    nonnegative,
+    positive,
+    seed_rule,
+)
 from vrm.metric_names import ACC_BEST
 
 #: The metric sweeps optimise by default.
@@ -228,34 +239,103 @@ MAX_HEAD_WIDTH = 16384
 MAX_OBJECTIVES = 1024
 MAX_SAMPLES = 1024
 
+#: The rule of every numeric key of :class:`TrainConfig` that its type does not already bound (vrm.config.validation).
+TRAIN_RULES = (
+    seed_rule("seed"),
+    count("model.num_objectives", 1, MAX_OBJECTIVES),
+    count("model.feature_dim", 1, MAX_HEAD_WIDTH),
+    count("model.head_hidden_dim", 1, MAX_HEAD_WIDTH),
+    count("model.num_samples", 1, MAX_SAMPLES),
+    count("model.bt_aspect_heads", 0, MAX_OBJECTIVES),
+    positive("model.prior_concentration"),
+    nonnegative("model.concentration_eps"),
+    positive("model.concentration_min", note="a Dirichlet concentration"),
+    positive("model.concentration_max", note="a Dirichlet concentration"),
+    nonnegative("model.beta_w"),
+    nonnegative("model.beta_z"),
+    count("model.kl_warmup_steps", 0, optional=True, note="0: no warm-up, the KL terms at full weight from the first "
+          "step; null: model.kl_warmup_fraction of training"),
+    fraction("model.kl_warmup_fraction"),
+    positive("model.tau", note="the likelihood's temperature"),
+    nonnegative("model.center_coef", note="a penalty weight; a negative one rewards large rewards"),
+    nonnegative("model.aspect_coef"),
+    count("model.max_nonfinite_batches", 0),
+    positive("optim.lr"),
+    positive("optim.head_lr"),
+    nonnegative("optim.weight_decay"),
+    fraction("optim.warmup_fraction"),
+    count("encoder.lora.r", 1, MAX_HEAD_WIDTH),
+    positive("encoder.lora.alpha"),
+    Rule("encoder.lora.dropout", 0, 1, note="a probability below 1"),
+    count("encoder.length_chunks", 1),
+    count("data.max_length", 4, note="room for a prompt, a response and their special tokens"),
+    count("data.batch_size", 1),
+    count("data.max_rows", 1, optional=True, note="null: every row"),
+    count("data.eval_batch_size", 1),
+    count("data.num_workers", 0),
+    seed_rule("data.split_seed", optional=False),
+    seed_rule("data.synthetic.seed", optional=False),
+    count("data.synthetic.num_train", 1, note="the training split needs a pair"),
+    count("data.synthetic.num_validation", 1, note="the best checkpoint is chosen on it"),
+    count("data.synthetic.num_test", 0),
+    count("data.synthetic.num_shifted", 0),
+    fraction("data.synthetic.cue_strength"),
+    fraction("data.synthetic.spurious_corr_train", optional=True),
+    fraction("data.synthetic.spurious_corr_test", optional=True),
+    fraction("data.synthetic.spurious_corr_shifted", optional=True),
+    positive("data.synthetic.label_temperature"),
+    nonnegative("data.synthetic.aspect_noise"),
+    count("trainer.num_nodes", 1),
+    count("trainer.max_epochs", -1, optional=True, nonzero=True, note="-1: no limit; 0 would train nothing"),
+    count("trainer.min_epochs", 0, optional=True),
+    count("trainer.max_steps", -1, nonzero=True, note="-1: no limit; 0 would train nothing"),
+    count("trainer.accumulate_grad_batches", 1, note="1: a step per batch"),
+    count("trainer.check_val_every_n_epoch", 1, optional=True, note="null: validate by val_check_interval only"),
+    count("trainer.log_every_n_steps", 1),
+    count("trainer.num_sanity_val_steps", -1, optional=True, note="-1: the whole validation split"),
+    Rule("trainer.gradient_clip_val", 0, optional=True, note="null or 0: no clipping"),
+)
 
-def _size_check(key: str, value: int, maximum: int) -> tuple[bool, str, int, str]:
-    return 1 <= value <= maximum, key, value, f"must be in [1, {maximum}]"
+TRAIN_ORDERINGS = (
+    Ordering("model.concentration_min", "model.concentration_max", strict=True,
+             why="the concentrations of q(w|x) are clamped to [min, max]; min >= max makes q(w|x) constant"),
+)
+
+#: ``trainer.precision`` values the heads run under (Lightning's names; the heads' Dirichlet and KL terms run in
+#: float32 under a mixed precision). 64-bit precision is refused: the encoder, the feature cache and the exported
+#: model are float32 and Pyro's Dirichlet would be fed float32 samples.
+PRECISIONS = ("32-true", "32", 32, "16-mixed", "16", 16, "bf16-mixed", "bf16", "bf16-true", "16-true")
+
+
+def _fraction_or_count(key: str, value: Any, what: str) -> None:
+    """Lightning's ``limit_*_batches`` and ``val_check_interval``: an integer count, or a float fraction of the
+    epoch; ``what`` says the lower bound (``0`` allowed for limits, not for an interval)."""
+    if value is None:
+        return
+    positive_only = what == "interval"
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_float = isinstance(value, float) and math.isfinite(value)
+    if (is_int and value >= (1 if positive_only else 0)) or (is_float and (0 < value if positive_only else 0 <= value)
+                                                             and value <= 1):
+        return
+    low = "(0.0, 1.0]" if positive_only else "[0.0, 1.0]"
+    raise ValueError(f"{key}={value!r} must be null, an integer >= {1 if positive_only else 0} (batches) or a float in "
+                     f"{low} (a fraction of the epoch)")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Impossible values the types cannot catch, before the encoder loads; each error names its config key (the
-    combination of architecture options is checked by ``VRMConfig``, when ``vrm.training.build.architecture``
-    builds it). It needs nothing but the config, so ``vrm-train`` runs it before importing torch."""
-    m = cfg.model
-    checks = [
-        _size_check("model.num_objectives", m.num_objectives, MAX_OBJECTIVES),
-        _size_check("model.feature_dim", m.feature_dim, MAX_HEAD_WIDTH),
-        _size_check("model.head_hidden_dim", m.head_hidden_dim, MAX_HEAD_WIDTH),
-        _size_check("model.num_samples", m.num_samples, MAX_SAMPLES),
-        _size_check("encoder.lora.r", cfg.encoder.lora.r, MAX_HEAD_WIDTH),
-        (m.beta_w >= 0, "model.beta_w", m.beta_w, "must be >= 0"),
-        (m.beta_z >= 0, "model.beta_z", m.beta_z, "must be >= 0"),
-        (m.tau > 0, "model.tau", m.tau, "must be > 0"),
-        (m.max_nonfinite_batches >= 0, "model.max_nonfinite_batches", m.max_nonfinite_batches, "must be >= 0"),
-        (0 <= m.kl_warmup_fraction <= 1, "model.kl_warmup_fraction", m.kl_warmup_fraction, "must be in [0, 1]"),
-        (cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "must be >= 1"),
-        (cfg.data.eval_batch_size >= 1, "data.eval_batch_size", cfg.data.eval_batch_size, "must be >= 1"),
-        (cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "must be >= 0"),
-        (cfg.encoder.length_chunks >= 1, "encoder.length_chunks", cfg.encoder.length_chunks, "must be >= 1"),
-        (cfg.optim.lr > 0 and cfg.optim.head_lr > 0, "optim.lr/head_lr", (cfg.optim.lr, cfg.optim.head_lr),
-         "must be > 0"),
-    ]
-    for ok, key, value, why in checks:
-        if not ok:
-            raise ValueError(f"{key}={value} {why}")
+    """Impossible values the types cannot catch, before the encoder loads; each error names its config key, the value
+    and the allowed range (the rules: :data:`TRAIN_RULES`, :data:`TRAIN_ORDERINGS`; the combination of architecture
+    options is checked by ``VRMConfig``, and ``data.max_length`` against the encoder's positions, when
+    ``vrm.training.build.architecture`` builds it). It needs nothing but the config, so ``vrm-train`` runs it before
+    importing torch."""
+    check_rules(cfg, TRAIN_RULES, TRAIN_ORDERINGS)
+    trainer = cfg.trainer
+    _fraction_or_count("trainer.val_check_interval", trainer.val_check_interval, "interval")
+    for split in ("train", "val", "test"):  # no training batch trains nothing; no validation batch is allowed
+        key = f"limit_{split}_batches"
+        _fraction_or_count(f"trainer.{key}", trainer.get(key), "interval" if split == "train" else "limit")
+    if trainer.precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision={trainer.precision!r} is not supported; use one of "
+                         f"{', '.join(str(p) for p in PRECISIONS if isinstance(p, str) and '-' in p)} (64-bit: the "
+                         "encoder, the feature cache and exports are float32)")

@@ -64,8 +64,15 @@ class TokenizationSettings:
 
 
 def cache_dir() -> Path:
-    """Where tokenised splits are cached (``VRM_CACHE`` or ``~/.cache/vrm``)."""
-    return Path(os.environ.get("VRM_CACHE", Path.home() / ".cache" / "vrm")) / "tokenized"
+    """Where tokenised splits are cached (``VRM_CACHE`` or ``~/.cache/vrm``); ValueError naming ``VRM_CACHE`` when
+    it cannot be a folder of ours (it, or the nearest existing folder above it, is a file or not writable)."""
+    root = Path(os.environ.get("VRM_CACHE", Path.home() / ".cache" / "vrm"))
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        why = "is a file, not a folder" if not existing.is_dir() else "is a folder this user cannot write"
+        raise ValueError(f"VRM_CACHE={root}: {existing} {why}; point VRM_CACHE at a writable folder (created if "
+                         "missing)")
+    return root / "tokenized"
 
 
 #: Attribute under which a tokenizer object keeps its fingerprint (with what would change it after loading).

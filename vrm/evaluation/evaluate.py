@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vrm.config.eval import LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig
+from vrm.config.eval import EVAL_RULES, LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig
+from vrm.config.validation import check_rules
 from vrm.data.loading import load_preference_data
 from vrm.data.rewardbench2_items import BestOfNItem
 from vrm.data.textio import write_text_atomically
@@ -111,10 +112,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError("splits must name at least one split, e.g. splits=[test]")
     if cfg.length_unit not in LENGTH_UNITS:
         raise ValueError(f"length_unit={cfg.length_unit!r} is not one of {LENGTH_UNITS}")
-    if cfg.calibration_bins < 1:
-        raise ValueError(f"calibration_bins={cfg.calibration_bins} must be >= 1")
-    if not 0.0 <= cfg.best_of_n.spurious_prob <= 1.0:
-        raise ValueError(f"best_of_n.spurious_prob={cfg.best_of_n.spurious_prob} must be in [0, 1]")
+    check_rules(cfg, EVAL_RULES)
 
 
 # ---------------------------------------------------------------- scoring

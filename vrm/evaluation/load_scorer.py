@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from vrm.config.eval import MODEL_SCORER, PROXY_SCORER, ModelScorerConfig
+from vrm.config.eval import MODEL_SCORER, MODEL_SCORER_RULES, PROXY_SCORER, ModelScorerConfig
+from vrm.config.validation import check_rules
 from vrm.scoring.base import Scorer
 from vrm.scoring.scorer import RewardScorer
 
@@ -41,10 +42,7 @@ def load_model_scorer(path: str | Path, batch_size: int = 32, device: str = "cpu
 def model_scorer_options(scorer_cfg: Mapping | DictConfig) -> DictConfig:
     """``scorer`` validated against :class:`ModelScorerConfig` (an unknown key is an error naming it)."""
     options = OmegaConf.merge(OmegaConf.structured(ModelScorerConfig), scorer_cfg)
-    if options.batch_size < 1:
-        raise ValueError(f"scorer.batch_size={options.batch_size} must be >= 1")
-    if options.uncertainty_samples < 0:
-        raise ValueError(f"scorer.uncertainty_samples={options.uncertainty_samples} must be >= 0")
+    check_rules(options, MODEL_SCORER_RULES, prefix="scorer.")
     return options
 
 

@@ -37,6 +37,7 @@ from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
 from vrm.data.tokenize import pad_sequences
 from vrm.errors import ExportError
 from vrm.models import heads, modeling_vrm, pooling
+from vrm.models.finite import check_finite_parameters
 from vrm.models.modeling_vrm import VRMForSequenceClassification
 from vrm.scoring.client_usage import INPUT_CONTRACT_TEXT, client_usage
 from vrm.scoring.export_folder import atomic_folder, package_versions, write_manifest
@@ -86,6 +87,9 @@ def export_model(net: VRMForSequenceClassification, tokenizer, out_dir: str | Pa
     """Write a reward model and its tokenizer as an export folder (atomically); returns ``out_dir``."""
     if with_code and plain:
         raise ExportError("--plain and --with-code exclude each other: a plain export needs no code")
+    check_finite_parameters(net, f"the model to export{f' ({source})' if source else ''}",
+                            "a diverged run is not exported: retrain it (lower optim.lr) or export an earlier "
+                            "checkpoint")
     net = merge_lora(net).eval()
     contract, tokenizer = model_contract(net, tokenizer)
     model, tokenizer = plain_model(net, tokenizer, contract) if plain else (net, tokenizer)

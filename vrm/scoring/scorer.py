@@ -22,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from vrm.config.eval import MAX_UNCERTAINTY_SAMPLES
 from vrm.data.contract import (
     ContractError,
     InputContract,
@@ -70,10 +71,21 @@ def contract_of(tokenizer, settings: TokenizationSettings) -> tuple[InputContrac
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    """``auto`` is the first CUDA device when there is one, else the CPU; a CUDA device this machine lacks is a
+    ValueError naming it (not torch's error from deep inside the first transfer)."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device (cpu, cuda, cuda:1, ..., or auto): {err}") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else f"this machine has {count} CUDA device(s)")
+            raise ValueError(f"device {device!r} is not available: {why}; use cpu (or auto: CUDA when there is one)")
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -201,6 +213,13 @@ class RewardScorer(Scorer):
         ``progress``: True shows a tqdm bar on stderr; a callable is called with the number of sequences done.
         ``question_types``, ``references``: ignored (as by :meth:`score`).
         """
+        if not 0 <= num_samples <= MAX_UNCERTAINTY_SAMPLES:
+            raise ValueError(f"num_samples={num_samples} must be in [0, {MAX_UNCERTAINTY_SAMPLES}] "
+                             "(vrm.config.eval.MAX_UNCERTAINTY_SAMPLES: the samples of a batch are held at once)")
+        if num_samples and self.name != "vrm":
+            raise ValueError(f"num_samples={num_samples}: this is a Bradley-Terry reward model, which has no posterior "
+                             "to sample a reward standard deviation from; score it with num_samples=0 (vrm-score: "
+                             "without --num-samples)")
         results: dict[str, list] = {"reward": [None] * len(encoded)}
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
         bar = tqdm(total=len(encoded), unit="seq", desc="scoring", disable=progress is not True)

@@ -33,6 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vrm.config.eval import MAX_UNCERTAINTY_SAMPLES
 from vrm.data.schema import MESSAGE_ROLES
 from vrm.data.textio import check_text
 from vrm.scoring.base import QuerySplitError, TextScorer
@@ -51,7 +52,7 @@ class ServerLimits:
     #: Characters per text (a query, or a pair's prompt and response together).
     max_text_chars: int = 65536
     #: Monte Carlo samples for ``reward_std`` on ``/score``.
-    max_num_samples: int = 256
+    max_num_samples: int = MAX_UNCERTAINTY_SAMPLES
 
     def __post_init__(self):
         for key, value in asdict(self).items():

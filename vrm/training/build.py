@@ -13,6 +13,7 @@ from typing import Any
 import hydra
 import lightning as L
 import pyro
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from vrm.config import ModelConfig, TrainConfig
@@ -67,6 +68,7 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
     m = cfg.model
     if m.type not in ("vrm", "bt"):
         raise ValueError(f"model.type={m.type!r} is not one of ('vrm', 'bt')")
+    check_max_length(cfg, enc)
     arch = {k: m[k] for k in ARCHITECTURE_OPTIONS}
     if arch["prompt_repr"] == "auto":
         arch["prompt_repr"] = "shared" if enc.kind == "decoder" else "separate"
@@ -76,6 +78,14 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
                 prompt_end_ids=build_contract(enc.tokenizer, enc.kind, cfg.encoder.use_chat_template).prompt_end_ids)
     VRMConfig(**arch)  # validates the combination before any data is loaded
     return arch
+
+
+def check_max_length(cfg: DictConfig, enc: LoadedEncoder) -> None:
+    """``data.max_length`` within the encoder's position embeddings (a longer sequence indexes past them)."""
+    positions = getattr(enc.model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and cfg.data.max_length > positions:
+        raise ValueError(f"data.max_length={cfg.data.max_length} is more than the {positions} positions of the encoder "
+                         f"{cfg.encoder.path!r} (its config's max_position_embeddings): set data.max_length<={positions}")
 
 
 def build_module(cfg: DictConfig, enc: LoadedEncoder, arch: dict[str, Any] | None = None,
@@ -121,5 +131,11 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer of ``cfg`` with its callbacks and loggers; checkpoints are written atomically."""
     callbacks = instantiate_dict(cfg.get("callbacks"))
     loggers = instantiate_dict(cfg.get("logger"))
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                   plugins=[AtomicCheckpointIO()])
+    try:
+        return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                       plugins=[AtomicCheckpointIO()])
+    except InstantiationException as err:  # Lightning's refusal (no GPU, devices=0, ...), named as trainer's
+        t = cfg.trainer
+        raise ValueError(f"the trainer config (trainer.accelerator={t.accelerator}, trainer.devices={t.devices}, "
+                         f"trainer.strategy={t.strategy}, trainer.precision={t.precision}) is refused by Lightning: "
+                         f"{err.__cause__ or err}") from err

@@ -13,6 +13,7 @@ import logging
 
 import datasets
 import lightning as L
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
@@ -22,6 +23,7 @@ from vrm.config.data import DataConfig
 from vrm.data.loading import PreferenceData, load_preference_data
 from vrm.data.tokenization import TokenizationSettings, cache_dir, tokenizer_fingerprint
 from vrm.data.tokenize import TruncationStats, pad_sequences
+from vrm.errors import DataError
 from vrm.training.resumable import ResumableBatchSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -87,9 +89,18 @@ class PreferenceDataModule(L.LightningDataModule):
         fingerprint = hashlib.sha256(f"{split._fingerprint}|{self._settings_key}".encode()).hexdigest()[:16]
         path = cache_dir() / f"{name}-{fingerprint}.arrow"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tokenized = split.map(self._encode_batch, batched=True, batch_size=256, cache_file_name=str(path),
-                              new_fingerprint=fingerprint, load_from_cache_file=True,
-                              desc=f"Tokenizing {name}")
+        def tokenize(from_cache: bool) -> datasets.Dataset:
+            return split.map(self._encode_batch, batched=True, batch_size=256, cache_file_name=str(path),
+                             new_fingerprint=fingerprint, load_from_cache_file=from_cache, desc=f"Tokenizing {name}")
+
+        try:
+            tokenized = tokenize(from_cache=True)
+        except pa.ArrowException as err:  # a damaged cache file (a full disk, a copy cut short): recompute it
+            if not path.is_file():
+                raise
+            log.warning("ignoring unreadable tokenisation cache %s (%s); tokenising %s again", path, err, name)
+            path.unlink()
+            tokenized = tokenize(from_cache=False)
         stats = TruncationStats()
         dropped = []
         for i, (c, r) in enumerate(zip(tokenized["chosen_truncated"], tokenized["rejected_truncated"])):
@@ -98,6 +109,11 @@ class PreferenceDataModule(L.LightningDataModule):
             if "dropped" in (c, r):
                 dropped.append(i)
         report = stats.summary(self.cfg.max_length, self.cfg.truncation)
+        if dropped and len(dropped) == len(tokenized):
+            raise DataError(f"the {name} split has no pairs left: all {len(dropped)} of its pairs were dropped by "
+                            f"data.truncation=drop, being longer than data.max_length={self.cfg.max_length} tokens "
+                            f"({report}); raise data.max_length or truncate instead "
+                            "(data.truncation=truncate_prompt_left or truncate_response)")
         if dropped:
             report += f"; {len(dropped)} pairs dropped"
             keep = sorted(set(range(len(tokenized))) - set(dropped))

@@ -120,6 +120,19 @@ def load_features(path: str | Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
+def usable_features(features: dict[str, torch.Tensor], rows: int, width: int, path: Path) -> bool:
+    """Whether a cache entry holds the chosen and rejected features of ``rows`` pairs, ``width`` wide and finite (a
+    damaged or foreign file of the right name is recomputed, with a warning, instead of training on it)."""
+    shapes_ok = {H_CHOSEN, H_REJECTED} <= set(features) and all(
+        f.dim() == 2 and tuple(f.shape) == (rows, width) and torch.is_floating_point(f) for f in features.values())
+    if shapes_ok and all(bool(torch.isfinite(f).all()) for f in features.values()):
+        return True
+    found = {k: tuple(v.shape) for k, v in features.items()}
+    log.warning("ignoring feature cache %s: expected %s and %s of shape (%d, %d), finite; found %s", path, H_CHOSEN,
+                H_REJECTED, rows, width, found if not shapes_ok else "non-finite values")
+    return False
+
+
 @torch.no_grad()
 def compute_features(net: VRMForSequenceClassification, batches: Iterable[dict[str, torch.Tensor]]
                      ) -> dict[str, torch.Tensor]:
@@ -152,7 +165,7 @@ def cached_features(net: VRMForSequenceClassification, split: datasets.Dataset, 
     parts = feature_key_parts(net, encoder_id, tokenizer_fp, split_fingerprint(split))
     path = feature_cache_dir() / f"{feature_key(parts)}.safetensors"
     features = load_features(path)
-    if features is not None and all(f.shape[0] == len(split) for f in features.values()):
+    if features is not None and usable_features(features, len(split), net.encoder.config.hidden_size, path):
         log.info("%s: %d pairs of cached encoder features from %s", name, len(split), path)
         return features
     features = compute_features(net, batches)

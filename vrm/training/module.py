@@ -96,6 +96,7 @@ class RewardModule(L.LightningModule):
     # -- loop -------------------------------------------------------------------------------------
     @property
     def kl_warmup_steps(self) -> int:
+        """Steps of the linear KL warm-up; 0 = none (the KL terms at full weight from the first step)."""
         cfg = self.hparams.model_cfg
         if cfg.get("kl_warmup_steps") is not None:
             return int(cfg["kl_warmup_steps"])
@@ -172,7 +173,8 @@ class RewardModule(L.LightningModule):
                 self.log(f"{TRAIN_STAGE}/{name}_step", value, on_step=True, on_epoch=False, prog_bar=on_bar)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        progress = self.global_step / self.kl_warmup_steps
+        warmup = self.kl_warmup_steps
+        progress = self.global_step / warmup if warmup > 0 else 1.0
         out = self.pair_forward(batch, progress=progress)
         if not torch.isfinite(out.loss):
             return self._skip_nonfinite(out, batch_idx)

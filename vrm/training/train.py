@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from vrm.config.train import validate
-from vrm.metric_names import ACC_BEST, METRICS_FILE
+from vrm.metric_names import METRICS_FILE
+from vrm.models.finite import check_finite_metrics, check_finite_parameters
 from vrm.training.build import build, build_trainer, seed_everything, typed_config
+from vrm.training.module import RewardModule
+from vrm.training.resume_check import check_resume_compatible
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +71,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(cfg)  # a trainer Lightning refuses (no GPU, devices=0) fails before the encoder loads
     run = build(cfg, output_dir)
     module, datamodule = run.module, run.datamodule
-    trainer = build_trainer(cfg)
 
     metrics: dict[str, float] = {}
     status = "failed"
     try:
         if cfg.train:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
+            ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+            if ckpt_path is not None:
+                check_resume_compatible(ckpt_path, module.hparams)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             metrics.update(metrics_to_floats(trainer.callback_metrics))
+            check_finite_run(module, metrics, "after training")
         best = best_checkpoint(trainer)
         if cfg.test and datamodule.test_split_names:
             ckpt = best if best and not trainer.fast_dev_run else None
             for result in trainer.test(module, datamodule=datamodule, ckpt_path=ckpt):
                 metrics.update(metrics_to_floats(result))
+            check_finite_run(module, metrics, "after testing")
         if best:
             (output_dir / BEST_CHECKPOINT_FILE).write_text(best + "\n")
         else:
@@ -93,9 +100,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for logger in trainer.loggers:
             logger.finalize(status)
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    if ACC_BEST in metrics and not math.isfinite(metrics[ACC_BEST]):
-        raise FloatingPointError(f"{ACC_BEST} is not finite: {metrics[ACC_BEST]}")
     return metrics
+
+
+def check_finite_run(module: RewardModule, metrics: dict[str, float], when: str) -> None:
+    """NonFiniteModelError when the model's weights or the run's metrics went NaN or Inf (a diverged run: a learning
+    rate far too large, non-finite batches skipped under ``model.max_nonfinite_batches``): the run fails, writing no
+    ``best_checkpoint.txt`` and exporting nothing."""
+    skipped = len(module.nonfinite_batches)
+    hint = ("the run diverged" + (f" ({skipped} training batches were skipped for a non-finite loss)" if skipped
+                                  else "") + ": lower optim.lr / optim.head_lr, or check the data")
+    check_finite_parameters(module.net, f"the model {when}", hint)
+    check_finite_metrics(metrics, f"the run {when}", hint)
 
 
 def recorded_best_checkpoint(output_dir: str | Path) -> str | None:
