@@ -31,7 +31,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_scorer_options(parser)
     parser.add_argument("--input", required=True, type=Path,
                         help="JSON Lines file of prompt/response lines, or a file of preference pairs, to score")
-    parser.add_argument("--output", required=True, type=Path, help="JSON Lines file to write (replaced when done)")
+    parser.add_argument("--output", required=True, type=Path,
+                        help="JSON Lines file to write (replaced when done; never the input, a device or a FIFO)")
+    parser.add_argument("--replace-columns", action="store_true",
+                        help="allow input rows that already hold an output key (e.g. a 'reward' label): the output "
+                             "replaces their values (by default such a row is refused, naming it)")
     parser.add_argument("--num-samples", type=count_option(0), default=0,
                         help="VRM: Monte Carlo samples for a reward standard deviation (default 0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -44,11 +48,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--output {args.output} is a folder; give the file to write")
 
     def run() -> None:
-        if not args.input.is_file():
-            raise FileNotFoundError(f"--input {args.input} " + ("is a folder, not a file" if args.input.is_dir()
-                                                                else "does not exist"))
+        from vrm.data.files import check_output
+        from vrm.data.textio import input_file
+
+        if args.input.is_dir():
+            raise FileNotFoundError(f"--input {args.input} is a folder, not a file")
+        input_file(args.input, "--input file")
+        check_output(args.output, [args.input], "--output")  # before the model loads
         scorer = build_scorer(args)
-        n = score_file(scorer, args.input, args.output, args.num_samples, progress=not args.no_progress)
+        n = score_file(scorer, args.input, args.output, args.num_samples, progress=not args.no_progress,
+                       replace_columns=args.replace_columns)
         print(f"scored {n} lines -> {args.output}", file=sys.stderr)
 
     call_reporting_errors(run, extra=(RuntimeError, OSError))
