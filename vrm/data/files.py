@@ -194,7 +194,7 @@ def acquire_folder_lock(folder: str | Path, what: str = "folder", beside: bool =
     key = os.path.realpath(folder)
     with _HELD_GUARD:
         if key in _HELD:
-            _HELD[key][1] += 1
+            _HELD[key][2] += 1
             return
     folder = Path(folder)
     lock = _lock_path(folder, beside)
