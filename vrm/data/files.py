@@ -153,8 +153,12 @@ def atomic_write(path: str | Path, mode: str = "w", inputs: Iterable[str | Path]
     is flushed to disk, given ``0666 & ~umask`` and renamed onto ``path``. On any error (a full disk, a kill) the
     old file stays and the temporary file is removed (a SIGKILL leaves at most the hidden file)."""
     target = check_output(path, inputs, what)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:  # a read-only folder, a parent that is a file, a pseudo file system
+        raise OutputError(f"{what} {path} cannot be written: its folder {target.parent} does not take a new file "
+                          f"({err.strerror or err})") from None
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as out:
             yield out

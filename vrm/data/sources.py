@@ -165,6 +165,11 @@ def _read_csv(path: Path) -> tuple[str, list[RawRow]]:
             header = next(reader, [])
             if len(set(header)) != len(header):
                 raise DataError(f"duplicate column names in the header {header}", source=str(path), row=1)
+            other = next((sep for sep in (";", "\t", "|") if len(header) == 1 and sep in header[0]), None)
+            if other is not None:
+                raise DataError(f"the header is one column, {header[0][:80]!r}: the file is separated by {other!r}, "
+                                "not by commas; save it as comma-separated CSV (or as JSON Lines)", source=str(path),
+                                row=1)
             start = reader.line_num + 1
             for record in reader:
                 row_no, start = start, reader.line_num + 1

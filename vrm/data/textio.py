@@ -31,6 +31,15 @@ BYTE_ORDER_MARKS = (
     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
 )
+#: Binary files a text reader may be handed (by their first bytes): what they are and what to do.
+BINARY_FORMATS = (
+    (b"\x1f\x8b", "gzip-compressed", "decompress it first (gunzip)"),
+    (b"BZh", "bzip2-compressed", "decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first (unxz)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it first (unzstd)"),
+    (b"PK\x03\x04", "zip", "extract the data file from it first"),
+    (b"PAR1", "Parquet", "name it .parquet, so that it is read as Parquet"),
+)
 #: What JSON counts as whitespace (``str.strip()`` would also strip characters that are not).
 JSON_WHITESPACE = " \t\r\n"
 #: Code points ``surrogateescape`` gives the bytes 0x80-0xFF of invalid UTF-8.
@@ -99,6 +108,9 @@ def file_encoding(path: Path) -> str:
             head = f.read(4096)
     except OSError as err:
         raise read_failure(path, err) from None
+    for magic, kind, what_to_do in BINARY_FORMATS:
+        if head.startswith(magic):
+            raise DataError(f"is a {kind} file, not text: {what_to_do}", source=str(path))
     encoding = next((encoding for bom, encoding in BYTE_ORDER_MARKS if head.startswith(bom)), "utf-8-sig")
     if encoding != "utf-8-sig":
         bom = next(bom for bom, _ in BYTE_ORDER_MARKS if head.startswith(bom))
