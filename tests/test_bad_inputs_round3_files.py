@@ -637,3 +637,22 @@ def test_wide_csv_and_wrong_parquet_types(tmp_path):
     pq.write_table(pa.table({"prompt": ["p"], "chosen": [7], "rejected": ["r"]}), table)
     with pytest.raises(RowError, match=r"row index 0, field 'chosen': wrong type: expected a string, got int"):
         read_pair_file(table)
+
+
+def test_a_prompt_of_many_empty_messages_is_refused_everywhere(export_dir, tmp_path, capsys):
+    """Empty messages cost no characters but a template rendering each: the message count has a limit too."""
+    from fastapi.testclient import TestClient
+
+    from vrm.data.limits import MAX_MESSAGES
+
+    many = [{"role": "user", "content": ""}] * (MAX_MESSAGES + 1)
+    client = TestClient(create_app(RewardScorer.from_pretrained(export_dir)))
+    answer = client.post("/score", json={"pairs": [{"prompt": many, "response": "hi"}]})
+    assert answer.status_code == 422 and f"at most {MAX_MESSAGES} items" in answer.text, answer.text
+    src = jsonl(tmp_path / "in.jsonl", [{"prompt": many, "response": "hi"}])
+    code, err = vrm_score(export_dir, src, tmp_path / "out.jsonl", capsys)
+    assert code == 1 and f"line 1, field 'prompt': too long: {MAX_MESSAGES + 1} messages" in err, err
+    pairs = jsonl(tmp_path / "pairs.jsonl", [{"prompt": many, "chosen": [{"role": "assistant", "content": "a"}],
+                                              "rejected": [{"role": "assistant", "content": "b"}]}])
+    code, err = vrm_score(export_dir, pairs, tmp_path / "out.jsonl", capsys)
+    assert code == 1 and f"{MAX_MESSAGES + 1} messages, over the limit" in err, err

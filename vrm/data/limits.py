@@ -8,6 +8,9 @@ from __future__ import annotations
 #: Characters in one text: a prompt, a response, one message's content, a full conversation text (``query``), a
 #: reference answer. ``vrm-serve`` counts a pair's prompt and response together against it (``--max-text-chars``).
 MAX_TEXT_CHARS = 65536
+#: Messages in one conversation (a prompt given as messages): many empty messages hold few characters but cost a chat
+#: template rendering each.
+MAX_MESSAGES = 1024
 #: Characters in one line of a JSON Lines file (one row): room for a prompt, two responses and their messages at
 #: the text limit, JSON-escaped. A longer line is not read whole; it is a bad row named by its line number.
 MAX_LINE_CHARS = 16 * MAX_TEXT_CHARS * 6

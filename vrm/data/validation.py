@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from vrm.data.limits import too_long
+from vrm.data.limits import MAX_MESSAGES, too_long
 from vrm.data.schema import MESSAGE_ROLES, QUESTION_TYPES, Message, PreferencePair
 from vrm.data.textio import undecodable, write_jsonl_atomically
 from vrm.errors import DataError, RowError, RowFault
@@ -127,6 +127,9 @@ def messages(value: object, field: str) -> list[Message]:
     are ignored)."""
     if not isinstance(value, list):
         raise RowFault(WRONG_TYPE, field, f"expected a list of messages, got {type_name(value)}")
+    if len(value) > MAX_MESSAGES:
+        raise RowFault(TOO_LONG, field, f"{len(value)} messages, over the limit of {MAX_MESSAGES} "
+                                        "(vrm.data.limits.MAX_MESSAGES)")
     out = []
     for i, message in enumerate(value):
         where = f"{field}[{i}]"

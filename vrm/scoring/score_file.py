@@ -27,10 +27,14 @@ def _text(value, path: Path, line: int, field: str) -> str:
 
 
 def _messages(value, path: Path, line: int, field: str) -> list[dict]:
+    from vrm.data.limits import MAX_MESSAGES
     from vrm.data.schema import MESSAGE_ROLES
 
     if not isinstance(value, list) or not value:
         raise InputLineError(path, line, field, "must be a non-empty list of {\"role\", \"content\"} messages")
+    if len(value) > MAX_MESSAGES:
+        raise InputLineError(path, line, field, f"too long: {len(value)} messages, over the limit of {MAX_MESSAGES} "
+                                                "(vrm.data.limits.MAX_MESSAGES)")
     for i, message in enumerate(value):
         if not isinstance(message, dict):
             raise InputLineError(path, line, f"{field}[{i}]", "must be an object with 'role' and 'content'")

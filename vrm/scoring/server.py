@@ -35,7 +35,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from vrm.data.limits import MAX_TEXT_CHARS
+from vrm.data.limits import MAX_MESSAGES, MAX_TEXT_CHARS
 from vrm.data.schema import MESSAGE_ROLES
 from vrm.data.textio import check_text
 from vrm.scoring.base import QuerySplitError, TextScorer
@@ -84,7 +84,7 @@ class MessageIn(BaseModel):
 
 class PairIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt: Text | Annotated[list[MessageIn], Field(min_length=1)]
+    prompt: Text | Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_MESSAGES)]
     response: Text
     question_type: Literal["open", "closed", ""] | None = None
     reference: Text | None = None
