@@ -73,6 +73,19 @@ def apply_umask(folder: Path) -> None:
 
 
 # -- inputs and outputs ---------------------------------------------------------------------------
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, for a message (from ``os.stat().st_mode``)."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
+
+
 def note_input(path: str | Path) -> None:
     """Record ``path`` as an input of this process: no output may replace it (:func:`check_output`)."""
     try:
@@ -108,9 +121,6 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = (), what: str 
     """The file to write for ``path`` (a symbolic link's target), after checking the rule of this module: it is
     not a device, FIFO, socket or folder, and not one of ``inputs`` nor an input read by this process."""
     path = Path(path)
-    if str(path).endswith(os.sep) and not path.is_dir():
-        raise OutputError(f"{what} {path} ends with '{os.sep}' (a folder) but names a file to write: drop the "
-                          f"trailing '{os.sep}'")
     real = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
         st = os.stat(real)
@@ -122,9 +132,7 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = (), what: str 
         if stat.S_ISDIR(st.st_mode):
             raise OutputError(f"{what} {path} is a folder; give the file to write")
         if not stat.S_ISREG(st.st_mode):
-            kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
-            raise OutputError(f"{what} {path} is {kind}, not a regular file; outputs are written to regular files "
+            raise OutputError(f"{what} {path} is {kind_of(st.st_mode)}, not a regular file; outputs are written to regular files "
                               "only (it would be replaced by one)")
         same = _same_file(str(real), inputs)
         if same is not None:

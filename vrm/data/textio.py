@@ -7,6 +7,11 @@
   error that says why a line is not JSON).
 - :func:`check_text` rejects a string that is not text: invalid UTF-8 read by :func:`open_text`, or a lone UTF-16
   surrogate, which JSON can write (``"\\ud800"``) but no tokenizer can encode.
+- :func:`input_file` checks a path to read (a regular, readable file; else what it is: a folder, a FIFO, a device, a
+  symbolic link loop) and records it as an input, which no output may replace (:mod:`vrm.data.files`). Compressed
+  or Parquet bytes in a text file, and a UTF-16 byte order mark before UTF-8 text, are named; extra UTF-8 marks are
+  skipped. Lines longer than :data:`vrm.data.limits.MAX_LINE_CHARS` are never read whole; a JSON object with a key
+  twice is refused (:func:`unique_keys`).
 - :func:`write_jsonl_atomically` writes JSON Lines output (``vrm-score``'s, the rejects file) so that a kill never
   leaves a part of it.
 """
@@ -22,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from vrm.data.files import atomic_write, note_input
+from vrm.data.files import atomic_write, kind_of, note_input
 from vrm.data.limits import MAX_LINE_CHARS, MAX_TEXT_CHARS
 from vrm.errors import DataError
 
@@ -84,9 +89,7 @@ def input_file(path: str | Path, what: str = "file") -> Path:
         why = "a symbolic link loop" if err.errno == errno.ELOOP else err.strerror or str(err)
         raise DataError(f"cannot be opened: {why}", source=name) from None
     if not stat.S_ISREG(mode):
-        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
-                if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
-        raise DataError(f"is {kind}, not a regular {what}; give the path of a {what}", source=name)
+        raise DataError(f"is {kind_of(mode)}, not a regular {what}; give the path of a {what}", source=name)
     if not os.access(path, os.R_OK):
         raise DataError("cannot be read: permission denied", source=name)
     note_input(path)
