@@ -656,3 +656,24 @@ def test_a_prompt_of_many_empty_messages_is_refused_everywhere(export_dir, tmp_p
                                               "rejected": [{"role": "assistant", "content": "b"}]}])
     code, err = vrm_score(export_dir, pairs, tmp_path / "out.jsonl", capsys)
     assert code == 1 and f"{MAX_MESSAGES + 1} messages, over the limit" in err, err
+
+
+def test_another_rank_of_the_holder_s_run_shares_the_run_folder(tmp_path, monkeypatch):
+    """Lightning's DDP ranks (its children), torchrun's and SLURM's (a rank variable other than 0) write into rank
+    0's run folder: they share its lock; any other process is refused."""
+    from vrm.data.files import RANK_VARIABLES, folder_lock
+    from vrm.errors import FolderInUseError
+
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    holder = hold_lock(tmp_path, tmp_path)
+    try:
+        with pytest.raises(FolderInUseError, match=f"pid {holder.pid}"):
+            with folder_lock(tmp_path):
+                pass
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        with folder_lock(tmp_path):
+            assert (tmp_path / ".vrm.lock").read_text().strip() == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()

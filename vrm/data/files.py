@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import stat
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import IO
 
 from vrm.errors import FolderInUseError, OutputError
+
+log = logging.getLogger(__name__)
 
 #: Name of the lock file inside a locked folder (or ``.NAME.lock`` beside a folder that does not exist yet).
 LOCK_FILE = ".vrm.lock"
@@ -196,9 +199,15 @@ def _holder(lock: Path) -> str:
         return "?"
 
 
+#: Environment variables in which launchers (Lightning, torchrun, SLURM) give a process its rank.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
 def _shares_the_holders_run(holder: str) -> bool:
-    """A process Lightning started for another rank of the holder's run (its child): it writes the same folder."""
-    return holder.isdigit() and int(holder) == os.getppid()
+    """A process of another rank of the holder's run (a child Lightning started, or a rank other than 0 by its
+    launcher's environment): it writes into the same folder as rank 0, which holds the lock."""
+    other_rank = any(os.environ.get(name, "0") not in ("", "0") for name in RANK_VARIABLES)
+    return other_rank or (holder.isdigit() and int(holder) == os.getppid())
 
 
 def acquire_folder_lock(folder: str | Path, what: str = "folder", beside: bool = False) -> None:
@@ -217,6 +226,12 @@ def acquire_folder_lock(folder: str | Path, what: str = "folder", beside: bool =
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             os.close(fd)
+            if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP):  # a file system without locks: write unlocked
+                log.warning("%s %s: this file system does not lock files (%s); another process could write into "
+                            "it at the same time", what, folder, err.strerror)
+                with _HELD_GUARD:
+                    _HELD[key] = [None, lock, 1]
+                return
             if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
             holder = _holder(lock)
