@@ -26,7 +26,7 @@ from vrm.models.encoder import load_encoder
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.export import export_model
 from vrm.scoring.scorer import RewardScorer
-from vrm.scoring.server import ServerLimits, create_app, uvicorn_config
+from vrm.scoring.server import ServerLimits, create_app, uvicorn_options
 from vrm.training.build import architecture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,9 +364,8 @@ def served(export_dir):
     limits = ServerLimits(max_batch_size=4, max_text_chars=500, header_timeout=0.5, body_timeout=0.5)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn_config(create_app(RewardScorer.from_pretrained(export_dir), limits), limits,
-                            log_level="warning")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(create_app(RewardScorer.from_pretrained(export_dir), limits),
+                                          log_level="warning", **uvicorn_options(limits)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + HANG_TIMEOUT
@@ -677,3 +676,14 @@ def test_another_rank_of_the_holder_s_run_shares_the_run_folder(tmp_path, monkey
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_vrm_serve_runs_uvicorn_with_the_head_deadline(export_dir, monkeypatch):
+    from vrm.cli.serve import main as serve_main
+    from vrm.scoring.server import HeadTimeoutH11
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    serve_main(["--model", str(export_dir), "--port", "0", "--header-timeout", "2.5", "--body-timeout", "7"])
+    (kwargs,) = calls
+    assert issubclass(kwargs["http"], HeadTimeoutH11) and kwargs["http"].header_timeout == 2.5

@@ -278,12 +278,9 @@ class HeadTimeoutH11(H11Protocol):
         super().connection_lost(exc)
 
 
-def uvicorn_config(app: FastAPI, limits: ServerLimits, **options: Any):
-    """uvicorn's config for ``app``: the h11 protocol with :class:`HeadTimeoutH11`'s head deadline."""
-    import uvicorn
-
-    protocol = type("VrmH11Protocol", (HeadTimeoutH11,), {"header_timeout": limits.header_timeout})
-    return uvicorn.Config(app, http=protocol, **options)
+def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
+    """What uvicorn is given besides the app: the h11 protocol with :class:`HeadTimeoutH11`'s head deadline."""
+    return {"http": type("VrmH11Protocol", (HeadTimeoutH11,), {"header_timeout": limits.header_timeout})}
 
 
 def serve(scorer: RewardScorer | TextScorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -292,6 +289,5 @@ def serve(scorer: RewardScorer | TextScorer, host: str = DEFAULT_HOST, port: int
     import uvicorn
 
     limits = limits or ServerLimits()
-    config = uvicorn_config(create_app(scorer, limits, model_name=model_name), limits, host=host, port=port,
-                            log_level=log_level)
-    uvicorn.Server(config).run()
+    uvicorn.run(create_app(scorer, limits, model_name=model_name), host=host, port=port, log_level=log_level,
+                **uvicorn_options(limits))
