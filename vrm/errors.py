@@ -91,6 +91,18 @@ class InputLineError(ValueError):
         super().__init__(f"{where}: {why}")
 
 
+class OutputError(ValueError):
+    """An output path that breaks the output rule (:mod:`vrm.data.files`): a device, a FIFO, a folder, an input."""
+
+
+class FolderInUseError(RuntimeError):
+    """Another process writes into the same folder (a run folder, an export); the message names it and its pid."""
+
+
+class IntegrityError(ExportError):
+    """An export's file does not match the sha256 its ``vrm_manifest.json`` recorded; the message names the file."""
+
+
 class MissingReferenceError(ValueError):
     """A closed-ended example has no reference answer to measure relevance against."""
 
@@ -98,7 +110,8 @@ class MissingReferenceError(ValueError):
 # -- reporting -------------------------------------------------------------------------------------
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's config or data: reported in one line, not a traceback."""
-    return (DataError, EncoderLoadError, NonFiniteLossError, FileNotFoundError, ValueError, OmegaConfBaseException)
+    return (DataError, EncoderLoadError, NonFiniteLossError, FileNotFoundError, ValueError, OmegaConfBaseException,
+            FolderInUseError, OSError)
 
 
 def report_and_exit(err: BaseException) -> None:

@@ -8,9 +8,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from vrm.config import register_configs
 from vrm.config.compose import config_dir
-from vrm.errors import report_and_exit, user_error_types
+from vrm.data.files import acquire_folder_lock, release_folder_lock
+from vrm.data.textio import undecodable
+from vrm.errors import FolderInUseError, report_and_exit, user_error_types
 
 #: Hydra prints its own errors unless this is "1"; then it raises them (and so does :func:`report_and_exit`).
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -28,6 +32,11 @@ def hydra_command(config_name: str, task: Callable[[Any], Any]) -> None:
         conf = config_dir()
     except FileNotFoundError as err:
         sys.exit(f"error: {err}")
+    for arg in sys.argv[1:]:
+        why = undecodable(arg)
+        if why is not None:  # a file name in another encoding: Hydra's override grammar reads text only
+            sys.exit(f"error: the argument {arg.encode('utf-8', 'surrogateescape')!r} is not UTF-8 text ({why}); "
+                     "Hydra reads overrides as text: rename the file, or pass a symbolic link with a UTF-8 name")
     register_configs()
     users_choice = os.environ.get(FULL_ERROR)
 
@@ -48,6 +57,28 @@ def hydra_command(config_name: str, task: Callable[[Any], Any]) -> None:
         sys.exit(1)
     finally:
         _set_env(FULL_ERROR, users_choice)
+
+
+class RunFolderLock(Callback):
+    """``hydra.callbacks.run_folder_lock``: one process at a time in a run folder (``hydra.run.dir``), taken before
+    Hydra writes ``.hydra/config.yaml`` there, so a second run with the same folder neither overwrites the first's
+    config nor mixes its checkpoints: it stops with an error naming the folder and the first run's pid
+    (:func:`vrm.data.files.folder_lock`; :func:`vrm.training.train.train` takes the same lock)."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        HydraConfig.instance().set_config(config)  # as run_job does next, so ${hydra:...} resolves
+        self.folder = str(OmegaConf.select(config, "hydra.run.dir"))
+        try:
+            acquire_folder_lock(self.folder, "run folder")
+        except FolderInUseError as err:  # Hydra turns a callback's exception into a warning: stop here
+            print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+            sys.exit(1)
+
+    def on_run_end(self, config: Any, **kwargs: Any) -> None:
+        release_folder_lock(self.folder)
 
 
 def _set_env(name: str, value: str | None) -> None:
@@ -75,6 +106,9 @@ def config_error_line(err: BaseException) -> str:
     reason = " ".join(str(err).split("Config search path:")[0].split())
     if isinstance(cause, OmegaConfBaseException) and cause is not err:
         reason += f": {str(cause).splitlines()[0]}"  # the reason, without OmegaConf's full_key/type lines
+    if "LexerNoViableAltException" in reason:
+        reason += (" (a value holding characters outside Hydra's plain grammar, such as non-ASCII letters or spaces, "
+                   "is quoted: key='value')")
     return reason
 
 

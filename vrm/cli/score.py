@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +33,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_scorer_options(parser)
     parser.add_argument("--input", required=True, type=Path,
                         help="JSON Lines file of prompt/response lines, or a file of preference pairs, to score")
-    parser.add_argument("--output", required=True, type=Path, help="JSON Lines file to write (replaced when done)")
+    parser.add_argument("--output", required=True,
+                        help="JSON Lines file to write (replaced when done; never the input, a device or a FIFO)")
+    parser.add_argument("--replace-columns", action="store_true",
+                        help="allow input rows that already hold an output key (e.g. a 'reward' label): the output "
+                             "replaces their values (by default such a row is refused, naming it)")
     parser.add_argument("--num-samples", type=count_option(0, MAX_UNCERTAINTY_SAMPLES), default=0,
                         help="VRM: Monte Carlo samples for a reward standard deviation (default 0: none; at most "
                              f"{MAX_UNCERTAINTY_SAMPLES}; a BT export has no posterior to sample and refuses it)")
@@ -42,15 +47,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.scorer == "proxy" and args.num_samples:
         parser.error("--num-samples needs a VRM export (--model)")
 
-    if args.output.is_dir():
+    if Path(args.output).is_dir():
         parser.error(f"--output {args.output} is a folder; give the file to write")
+    if args.output.endswith(("/", os.sep)):
+        parser.error(f"--output {args.output} ends with '/', a folder's name; give the file to write")
+    args.output = Path(args.output)
 
     def run() -> None:
-        if not args.input.is_file():
-            raise FileNotFoundError(f"--input {args.input} " + ("is a folder, not a file" if args.input.is_dir()
-                                                                else "does not exist"))
+        from vrm.data.files import check_output
+        from vrm.data.textio import input_file
+
+        if args.input.is_dir():
+            raise FileNotFoundError(f"--input {args.input} is a folder, not a file")
+        input_file(args.input, "--input file")
+        model_files = list(Path(args.model).glob("*")) if args.model else []  # the export is an input too
+        check_output(args.output, [args.input, *model_files], "--output")  # before the model loads
         scorer = build_scorer(args)
-        n = score_file(scorer, args.input, args.output, args.num_samples, progress=not args.no_progress)
+        n = score_file(scorer, args.input, args.output, args.num_samples, progress=not args.no_progress,
+                       replace_columns=args.replace_columns)
         print(f"scored {n} lines -> {args.output}", file=sys.stderr)
 
     call_reporting_errors(run, extra=(RuntimeError, OSError))

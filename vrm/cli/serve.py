@@ -30,6 +30,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-num-samples", type=count_option(0, MAX_UNCERTAINTY_SAMPLES),
                         default=defaults.max_num_samples,
                         help=f"Monte Carlo samples per /score request (default and most {defaults.max_num_samples})")
+    parser.add_argument("--header-timeout", type=float, default=defaults.header_timeout,
+                        help=f"seconds a connection may take to send a request's headers (default "
+                             f"{defaults.header_timeout:g}; a slower one is closed)")
+    parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
+                        help=f"seconds a request may take to send its body (default {defaults.body_timeout:g}; a "
+                             "slower one gets a 408)")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     args = parser.parse_args(argv)
     check_scorer_options(parser, args)
@@ -37,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     def run() -> None:
         from vrm.scoring.server import serve
 
-        limits = ServerLimits(args.max_batch_size, args.max_text_chars, args.max_num_samples)
+        limits = ServerLimits(args.max_batch_size, args.max_text_chars, args.max_num_samples, args.header_timeout,
+                              args.body_timeout)
         name = args.model or f"proxy ({args.proxy_encoder or 'conf/scorer/proxy.yaml'})"
         serve(build_scorer(args), args.host, args.port, limits, name, args.log_level)
 

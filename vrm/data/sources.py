@@ -26,12 +26,22 @@ from vrm.data.formats import (
     Format,
     detect_file_layout,
 )
-from vrm.data.textio import JSON_WHITESPACE, json_lines, open_text
+from vrm.data.limits import MAX_LINE_CHARS
+from vrm.data.textio import (
+    JSON_WHITESPACE,
+    LineTooLong,
+    input_file,
+    json_lines,
+    open_text,
+    parse_json,
+    read_failure,
+)
 from vrm.data.validation import (
     INVALID_JSON,
     INVALID_VALUE,
     LINE,
     ROW_INDEX,
+    TOO_LONG,
     RowFault,
     type_name,
 )
@@ -68,6 +78,8 @@ class RawSource:
 
 
 def _json_row(row_no: int, line: str, value: object) -> RawRow:
+    if isinstance(value, LineTooLong):
+        return RawRow(row_no, None, RowFault(TOO_LONG, None, str(value)))
     if isinstance(value, ValueError):
         return RawRow(row_no, line.rstrip("\r\n"), RowFault(INVALID_JSON, None, str(value)))
     return RawRow(row_no, value)
@@ -75,7 +87,7 @@ def _json_row(row_no: int, line: str, value: object) -> RawRow:
 
 def _read_jsonl(path: Path) -> tuple[str, list[RawRow]]:
     rows = [_json_row(*line) for line in json_lines(path)]
-    if rows and rows[0].fault is not None:
+    if rows and rows[0].fault is not None and rows[0].fault.kind == INVALID_JSON:
         with open_text(path) as f:
             _refuse_one_json_value(f.read(), path)
     return LINE, rows
@@ -94,7 +106,7 @@ def _describe_json(value: object) -> str:
 def _refuse_one_json_value(content: str, path: Path) -> None:
     """A file that is one JSON value over several lines (a pretty-printed object or array) is not JSON Lines."""
     try:
-        value = json.loads(content)
+        value = parse_json(content)
     except (ValueError, RecursionError):
         return
     raise DataError(f"holds {_describe_json(value)}, not JSON Lines; expected one row object a line (JSON Lines), "
@@ -104,9 +116,12 @@ def _refuse_one_json_value(content: str, path: Path) -> None:
 def _read_json(path: Path) -> tuple[str, list[RawRow]]:
     """A JSON array of row objects, or one row object; a file that is not one JSON value is read as JSON Lines."""
     with open_text(path) as f:
-        content = f.read()
+        try:
+            content = f.read()
+        except OSError as err:
+            raise read_failure(path, err) from None
     try:
-        value = json.loads(content)
+        value = parse_json(content)
     except (ValueError, RecursionError) as err:
         if content.lstrip(JSON_WHITESPACE).startswith("["):
             raise DataError(f"invalid JSON array: {err}", source=str(path)) from None
@@ -132,19 +147,41 @@ def _csv_cells(record: dict[str, str]) -> dict[str, object]:
     return row
 
 
+def _swallowed_lines(record: list[str], width: int) -> int:
+    """How many whole lines inside one cell of ``record`` read as rows of their own (``width`` cells each): the
+    sign of an unclosed quote that swallowed them; 0 for a cell that merely spans lines."""
+    for cell in record:
+        inner = cell.split("\n")[1:-1]
+        if inner and all(len(next(csv.reader([line]), [])) == width for line in inner):
+            return len(inner)
+    return 0
+
+
 def _read_csv(path: Path) -> tuple[str, list[RawRow]]:
     rows = []
+    csv.field_size_limit(MAX_LINE_CHARS)
     with open_text(path, newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader, [])
             if len(set(header)) != len(header):
                 raise DataError(f"duplicate column names in the header {header}", source=str(path), row=1)
+            other = next((sep for sep in (";", "\t", "|") if len(header) == 1 and sep in header[0]), None)
+            if other is not None:
+                raise DataError(f"the header is one column, {header[0][:80]!r}: the file is separated by {other!r}, "
+                                "not by commas; save it as comma-separated CSV (or as JSON Lines)", source=str(path),
+                                row=1)
             start = reader.line_num + 1
             for record in reader:
                 row_no, start = start, reader.line_num + 1
                 if not record:
                     continue
+                swallowed = _swallowed_lines(record, len(header)) if reader.line_num > row_no else 0
+                if swallowed:
+                    raise DataError(f"a quote opened on line {row_no} is not closed before line {reader.line_num}: "
+                                    f"{swallowed} lines in between, each a row of its own, were read as one cell; "
+                                    "close the quote (a quote inside a cell is written twice: \"\")",
+                                    source=str(path), row=row_no)
                 if len(record) != len(header):
                     fault = RowFault(INVALID_VALUE, None, f"{len(record)} cells, the header has {len(header)}")
                     rows.append(RawRow(row_no, record, fault))
@@ -152,6 +189,8 @@ def _read_csv(path: Path) -> tuple[str, list[RawRow]]:
                     rows.append(RawRow(row_no, _csv_cells(dict(zip(header, record)))))
         except csv.Error as err:
             raise DataError(f"malformed CSV: {err}", source=str(path), row=reader.line_num) from None
+        except OSError as err:
+            raise read_failure(path, err) from None
     return LINE, rows
 
 
@@ -173,6 +212,7 @@ def _parquet_column(column: pa.ChunkedArray, name: str, path: Path) -> list:
 
 
 def _read_parquet(path: Path) -> tuple[str, list[RawRow]]:
+    input_file(path)
     try:
         table = pq.read_table(path)
     except (OSError, ValueError, pa.ArrowException) as err:
@@ -193,9 +233,7 @@ def _file_kind(path: Path, fmt: str) -> str:
 
 
 def _existing_file(path: str) -> Path:
-    if not Path(path).is_file():
-        raise DataError("no such file", source=path)
-    return Path(path)
+    return input_file(path)
 
 
 def local_sources(cfg: DataConfig) -> list[RawSource]:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from vrm.data.contract import ContractError, InputContract, build_contract, prompt_end
@@ -90,7 +91,11 @@ class PairEncoder:
     def render(self, prompt: str | Sequence[Message], response: str) -> str:
         """The conversation's text as the contract's chat template writes it."""
         messages = as_messages(prompt) + [{"role": "assistant", "content": response}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, chat_template=self.contract.chat_template)
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      chat_template=self.contract.chat_template)
+        except TemplateError as err:  # the template's own raise_exception(), an undefined name, ...
+            raise ContractError(f"the chat template (chat_template.jinja) failed to render: {err}") from None
 
     def split_ids(self, ids: list[int]) -> tuple[list[int], list[int]]:
         """(prompt ids, response ids) of a rendered sequence, cut where the model finds the boundary."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
+from vrm.data.limits import MAX_MESSAGES, too_long
 from vrm.data.schema import MESSAGE_ROLES, QUESTION_TYPES, Message, PreferencePair
 from vrm.data.textio import undecodable, write_jsonl_atomically
 from vrm.errors import DataError, RowError, RowFault
@@ -28,6 +30,7 @@ IDENTICAL = "identical chosen and rejected"
 UNDECODABLE = "undecodable text"
 INVALID_JSON = "invalid JSON"
 INVALID_VALUE = "invalid value"
+TOO_LONG = "too long"
 
 #: Values of ``data.on_bad_row``.
 ON_BAD_ROW = ("error", "skip")
@@ -58,13 +61,24 @@ def check_decodable(value: str, field: str) -> str:
     return value
 
 
+def invisible(value: str) -> bool:
+    """Whether ``value`` has no visible character: whitespace, and format and control characters (zero-width
+    spaces, joiners, byte order marks), which tokenizers drop, leaving no token."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cf", "Cc") for ch in value)
+
+
 def text(value: object, field: str, *, allow_empty: bool = False) -> str:
-    """A decodable string, non-blank unless ``allow_empty``."""
+    """A decodable string within the text limit (:mod:`vrm.data.limits`), with a visible character unless
+    ``allow_empty``."""
     if not isinstance(value, str):
         raise RowFault(WRONG_TYPE, field, f"expected a string, got {type_name(value)}")
+    long = too_long(value)
+    if long is not None:
+        raise RowFault(TOO_LONG, field, long)
     check_decodable(value, field)
-    if not allow_empty and not value.strip():
-        raise RowFault(EMPTY, field)
+    if not allow_empty and invisible(value):
+        raise RowFault(EMPTY, field, "" if not value.strip() else "only invisible characters (zero-width spaces "
+                                                                   "or other format characters), no token to score")
     return value
 
 
@@ -113,6 +127,9 @@ def messages(value: object, field: str) -> list[Message]:
     are ignored)."""
     if not isinstance(value, list):
         raise RowFault(WRONG_TYPE, field, f"expected a list of messages, got {type_name(value)}")
+    if len(value) > MAX_MESSAGES:
+        raise RowFault(TOO_LONG, field, f"{len(value)} messages, over the limit of {MAX_MESSAGES} "
+                                        "(vrm.data.limits.MAX_MESSAGES)")
     out = []
     for i, message in enumerate(value):
         where = f"{field}[{i}]"

@@ -36,9 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from vrm.config.eval import EVAL_RULES, LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER, EvalConfig
 from vrm.config.validation import check_rules
+from vrm.data.files import check_output_folder, folder_lock, staged_outputs, write_text_atomically
 from vrm.data.loading import load_preference_data
 from vrm.data.rewardbench2_items import BestOfNItem
-from vrm.data.textio import write_text_atomically
 from vrm.evaluation import metrics as m
 from vrm.evaluation import plots
 from vrm.evaluation import rewardbench as rb
@@ -323,12 +323,26 @@ def evaluate(cfg: DictConfig | EvalConfig, scorer: Scorer | None = None) -> dict
     check_config(cfg)
     if scorer is None:
         scorer = load_scorer(cfg)
+    out_dir = check_output_folder(output_dir(cfg), (), "output_dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir, "output_dir"), staged_outputs(out_dir, OWNED_OUTPUTS, EVAL_JSON) as staging:
+        results = _evaluate(cfg, scorer, staging)
+    print(format_report(results))
+    print(f"\nwrote {out_dir / EVAL_JSON}")
+    return results
+
+
+#: What vrm-eval writes into ``output_dir`` (a new evaluation replaces the previous one's files: staged_outputs).
+OWNED_OUTPUTS = (EVAL_JSON, "rewardbench_*.json", "rewardbench2_*.json", f"*_{PLOT_RELIABILITY}.png",
+                 f"*_{PLOT_WEIGHTS}.png", f"*_{PLOT_SCORES}.png", "best_of_n.png", "rejects.jsonl")
+
+
+def _evaluate(cfg: DictConfig, scorer: Scorer, out_dir: Path) -> dict[str, Any]:
+    """The evaluation, its files written into ``out_dir`` (the staging folder); returns what eval.json holds."""
     label = scorer_label(cfg, scorer)
     kind = MODEL_SCORER if isinstance(scorer, RewardScorer) else scorer.name
     uncertainty_samples = (model_scorer_options(cfg.scorer).uncertainty_samples
                            if cfg.scorer.get("name") == MODEL_SCORER else 0)
-    out_dir = output_dir(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
 
@@ -373,6 +387,4 @@ def evaluate(cfg: DictConfig | EvalConfig, scorer: Scorer | None = None) -> dict
 
     results = to_json(results)
     write_text_atomically(out_dir / EVAL_JSON, json.dumps(results, indent=2, allow_nan=False) + "\n")
-    print(format_report(results))
-    print(f"\nwrote {out_dir / EVAL_JSON}")
     return results

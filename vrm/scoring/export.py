@@ -78,13 +78,15 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, metrics: dict
     return export_model(module.net, checkpoint_tokenizer(module, checkpoint), out_dir, metrics=metrics,
                         training_config=card_config(module.hparams), source=checkpoint.name,
                         run_config=run_config.read_text() if run_config.is_file() else None,
-                        metrics_note=note, with_code=with_code, plain=plain)
+                        metrics_note=note, with_code=with_code, plain=plain, inputs=[checkpoint])
 
 
 def export_model(net: VRMForSequenceClassification, tokenizer, out_dir: str | Path, *, metrics: dict | None = None,
                  training_config: dict | None = None, source: str = "", run_config: str | None = None,
-                 metrics_note: str | None = None, with_code: bool = False, plain: bool = False) -> Path:
-    """Write a reward model and its tokenizer as an export folder (atomically); returns ``out_dir``."""
+                 metrics_note: str | None = None, with_code: bool = False, plain: bool = False,
+                 inputs: list[str | Path] = ()) -> Path:
+    """Write a reward model and its tokenizer as an export folder (atomically, never over a folder holding one of
+    ``inputs``: :func:`vrm.scoring.export_folder.atomic_folder`); returns ``out_dir``."""
     if with_code and plain:
         raise ExportError("--plain and --with-code exclude each other: a plain export needs no code")
     check_finite_parameters(net, f"the model to export{f' ({source})' if source else ''}",
@@ -94,7 +96,7 @@ def export_model(net: VRMForSequenceClassification, tokenizer, out_dir: str | Pa
     contract, tokenizer = model_contract(net, tokenizer)
     model, tokenizer = plain_model(net, tokenizer, contract) if plain else (net, tokenizer)
     kind = "plain" if plain else ("vrm+code" if with_code else "vrm")
-    with atomic_folder(Path(out_dir)) as tmp:
+    with atomic_folder(Path(out_dir), inputs) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         # The generic fast class under the name every transformers version knows (4.x has no TokenizersBackend).

@@ -9,12 +9,13 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from vrm.errors import ExportError
+from vrm.data.files import apply_umask, check_output_folder, folder_lock
+from vrm.errors import ExportError, IntegrityError
 
 #: The manifest written beside the weights (package versions, file hashes, metrics).
 MANIFEST = "vrm_manifest.json"
@@ -51,16 +52,32 @@ def write_manifest(folder: Path, info: dict) -> None:
 
 
 def verify_export(folder: str | Path) -> dict:
-    """The manifest of an export folder, after checking every file it lists against its sha256 (ExportError)."""
+    """The manifest of an export folder, after checking every file it lists against its size and sha256: a
+    missing, truncated or changed file is an :class:`~vrm.errors.IntegrityError` naming it. Every loader of ours
+    calls this (:meth:`vrm.RewardScorer.from_pretrained`); plain transformers, which knows no manifest, does not."""
     folder = Path(folder)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        raise ExportError(f"{folder} has no {MANIFEST}")
-    manifest = json.loads(manifest_path.read_text())
-    bad = [name for name, entry in manifest["files"].items()
-           if not (folder / name).is_file() or sha256(folder / name) != entry["sha256"]]
-    if bad:
-        raise ExportError(f"{folder}: files missing or changed since export: {', '.join(bad)}")
+        raise IntegrityError(f"{folder} has no {MANIFEST}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise IntegrityError(f"{manifest_path} is not a vrm manifest ({type(err).__name__}: {err}); re-export the "
+                             "model") from None
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise IntegrityError(f"{path} is missing: the export is incomplete ({MANIFEST} lists it); copy it again "
+                                 "or re-export the model")
+        size = path.stat().st_size
+        if size != entry.get("bytes", size):
+            raise IntegrityError(f"{path} is {size} bytes, but {MANIFEST} records {entry['bytes']}: the file is "
+                                 f"{'truncated (an interrupted copy?)' if size < entry['bytes'] else 'changed'}; copy "
+                                 "it again or re-export the model")
+        if sha256(path) != entry.get("sha256"):
+            raise IntegrityError(f"{path} does not match the sha256 in {MANIFEST}: the file changed since the export "
+                                 "(damaged or edited); copy it again or re-export the model")
     return manifest
 
 
@@ -82,19 +99,42 @@ def recover_interrupted(out_dir: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(out_dir: Path) -> Iterator[Path]:
+def atomic_folder(out_dir: Path, inputs: Iterable[str | Path] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``out_dir``, renamed to ``out_dir`` only when the block completes.
 
     An existing export at ``out_dir`` is replaced only then; an existing folder that is not an export (no manifest,
-    not empty) is refused rather than deleted.
+    not empty) is refused rather than deleted, and so is a folder holding one of ``inputs`` (the checkpoint). One
+    export into ``out_dir`` at a time (:func:`vrm.data.files.folder_lock`); the finished folder gets the umask's
+    permissions (:func:`vrm.data.files.apply_umask`). A write that fails (a full disk) leaves the previous export.
     """
-    recover_interrupted(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
-        raise ExportError(f"{out_dir} exists and is not a vrm export (no {MANIFEST}); refusing to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    out_dir = Path(str(out_dir).rstrip(os.sep) or os.sep)
+    check_output_folder(out_dir, inputs, "export folder")
+    with folder_lock(out_dir, "export folder", beside=True):
+        recover_interrupted(out_dir)
+        if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+            raise ExportError(f"{out_dir} exists and is not a vrm export (no {MANIFEST}); refusing to replace it")
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        try:
+            yield tmp
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ExportError(f"writing the export {out_dir} failed: {err.strerror or err} ({err.filename or tmp}); "
+                              "nothing was replaced") from err
+        except Exception as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if "No space left" in str(err) or "File too large" in str(err):  # safetensors' own writer's error
+                raise ExportError(f"writing the export {out_dir} failed: {err}; nothing was replaced") from err
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _move_into_place(tmp, out_dir)
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
     try:
-        yield tmp
+        apply_umask(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             out_dir.rename(old)

@@ -33,9 +33,31 @@ def is_pairs_file(path: Path) -> bool:
     return first is not None and isinstance(first[2], Mapping) and any(side in first[2] for side in SIDES)
 
 
-def score_pairs_file(scorer, path: Path, num_samples: int = 0, progress: bool = True) -> list[dict]:
-    """Each row of a pairs file with the rewards of both its responses and their margin, in file order."""
+#: Why an input key that the output adds is refused (``vrm-score --replace-columns`` allows it).
+REPLACED_KEY = ("the input already has this key, which the output would replace with the model's value (the input's "
+                "value would be lost): rename it, or pass --replace-columns")
+
+
+def replaced_key(row: dict, keys) -> str | None:
+    """The first of ``keys`` that ``row`` already holds, or None."""
+    return next((key for key in keys if key in row), None)
+
+
+#: Keys a scored pair gets (for a VRM with --num-samples, all of them); an input row holding one would lose it.
+PAIR_OUTPUT_KEYS = (*(f"{key}_{side}" for key in ("reward", "objective_scores", "weights", "reward_std")
+                      for side in SIDES), MARGIN_KEY)
+
+
+def score_pairs_file(scorer, path: Path, num_samples: int = 0, progress: bool = True,
+                     replace_columns: bool = True) -> list[dict]:
+    """Each row of a pairs file with the rewards of both its responses and their margin, in file order; a row that
+    already holds an output key is refused unless ``replace_columns``."""
     row_kind, rows = read_pair_file(path)
+    for row_no, raw, _ in rows:
+        clash = None if replace_columns else replaced_key(raw, PAIR_OUTPUT_KEYS)
+        if clash is not None:
+            raise RowError(RowFault(INVALID_VALUE, clash, REPLACED_KEY), source=str(path), row=row_no,
+                           row_kind=row_kind)
     encoded = []
     for side in SIDES:
         for row_no, _, pair in rows:

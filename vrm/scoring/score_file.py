@@ -10,11 +10,16 @@ from vrm.scoring.base import QuerySplitError
 
 
 def _text(value, path: Path, line: int, field: str) -> str:
-    """A string that is text (no invalid UTF-8, no lone surrogate: :func:`vrm.data.textio.undecodable`)."""
+    """A string that is text (no invalid UTF-8, no lone surrogate: :func:`vrm.data.textio.undecodable`) within the
+    text limit (:mod:`vrm.data.limits`)."""
+    from vrm.data.limits import too_long
     from vrm.data.textio import undecodable
 
     if not isinstance(value, str):
         raise InputLineError(path, line, field, "must be a string")
+    why = too_long(value)
+    if why is not None:
+        raise InputLineError(path, line, field, f"too long: {why}")
     why = undecodable(value)
     if why is not None:
         raise InputLineError(path, line, field, f"undecodable text: {why}")
@@ -22,10 +27,14 @@ def _text(value, path: Path, line: int, field: str) -> str:
 
 
 def _messages(value, path: Path, line: int, field: str) -> list[dict]:
+    from vrm.data.limits import MAX_MESSAGES
     from vrm.data.schema import MESSAGE_ROLES
 
     if not isinstance(value, list) or not value:
         raise InputLineError(path, line, field, "must be a non-empty list of {\"role\", \"content\"} messages")
+    if len(value) > MAX_MESSAGES:
+        raise InputLineError(path, line, field, f"too long: {len(value)} messages, over the limit of {MAX_MESSAGES} "
+                                                "(vrm.data.limits.MAX_MESSAGES)")
     for i, message in enumerate(value):
         if not isinstance(message, dict):
             raise InputLineError(path, line, f"{field}[{i}]", "must be an object with 'role' and 'content'")
@@ -77,38 +86,55 @@ def _encode_row(row: dict, scorer, path: Path, line: int):
         raise InputLineError(path, line, field, f"cannot be tokenised: {err}") from err
 
 
-def read_score_input(path: Path, scorer) -> tuple[list[dict], list]:
+def read_score_input(path: Path, scorer, replace_columns: bool = True) -> tuple[list[dict], list]:
     """Every non-blank line of a JSON Lines file and its encoded sequence; the first bad line raises (the file is
     decoded as training files are: :func:`vrm.data.textio.json_lines`)."""
-    from vrm.data.textio import json_lines
+    from vrm.data.textio import LineTooLong, json_lines
+    from vrm.scoring.inputs import REPLACED_KEY, replaced_key
 
     rows, encoded = [], []
     for line, _, row in json_lines(path):
+        if isinstance(row, LineTooLong):
+            raise InputLineError(path, line, None, str(row))
         if isinstance(row, ValueError):
             raise InputLineError(path, line, None, f"not valid JSON ({row})")
         if not isinstance(row, dict):
             raise InputLineError(path, line, None, f"must be a JSON object, not {type(row).__name__}")
+        clash = None if replace_columns else replaced_key(row, OUTPUT_KEYS)
+        if clash is not None:
+            raise InputLineError(path, line, clash, REPLACED_KEY)
         encoded.append(_encode_row(row, scorer, path, line))
         rows.append(row)
     return rows, encoded
 
 
-def score_file(scorer, input_path: Path, output_path: Path, num_samples: int = 0, progress: bool = True) -> int:
+#: The keys ``vrm-score`` adds to a prompt/response line.
+OUTPUT_KEYS = ("reward", "objective_scores", "weights", "reward_std")
+
+
+
+
+def score_file(scorer, input_path: Path, output_path: Path, num_samples: int = 0, progress: bool = True,
+               replace_columns: bool = False) -> int:
     """Score a JSON Lines file of prompt/response lines, or a file of preference pairs
     (:mod:`vrm.scoring.inputs`), into a JSON Lines file (each input row plus its rewards); returns the rows.
 
-    A line's ``question_type`` and ``reference`` go to the scorer (the proxy uses them).
+    A line's ``question_type`` and ``reference`` go to the scorer (the proxy uses them). The output follows the
+    output rule (:mod:`vrm.data.files`): never onto the input, a device or a FIFO. An input key that the output
+    would replace (``reward``) is refused unless ``replace_columns``.
     """
+    from vrm.data.files import check_output
     from vrm.data.textio import write_jsonl_atomically
     from vrm.scoring.inputs import is_pairs_file, score_pairs_file
 
+    check_output(output_path, [input_path], "--output")
     if is_pairs_file(input_path):
-        records = score_pairs_file(scorer, input_path, num_samples, progress)
+        records = score_pairs_file(scorer, input_path, num_samples, progress, replace_columns)
     else:
-        rows, encoded = read_score_input(input_path, scorer)
+        rows, encoded = read_score_input(input_path, scorer, replace_columns)
         details = scorer.score_encoded(encoded, num_samples=num_samples, progress=progress,
                                        question_types=[row.get("question_type") for row in rows],
                                        references=[row.get("reference") for row in rows])
         records = [{**row, **{key: values[i] for key, values in details.items()}} for i, row in enumerate(rows)]
-    write_jsonl_atomically(output_path, records)
+    write_jsonl_atomically(output_path, records, inputs=[input_path], what="--output")
     return len(records)

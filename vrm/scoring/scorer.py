@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
@@ -35,10 +36,11 @@ from vrm.data.contract import (
 from vrm.data.schema import Message
 from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
 from vrm.data.tokenize import EncodedSequence, pad_sequences
-from vrm.errors import UnsafeCheckpointError
+from vrm.errors import ExportError, IntegrityError, UnsafeCheckpointError
 from vrm.models.encoder import DTYPES
 from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, Prompt, Scorer, plain_pair, split_query
+from vrm.scoring.export_folder import MANIFEST, verify_export
 
 #: Weight files that are pickles (arbitrary code on load): a folder holding one is refused.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -152,18 +154,35 @@ class RewardScorer(Scorer):
     @classmethod
     def from_pretrained(cls, path: str | Path, batch_size: int = 32, device: str | torch.device = "cpu",
                         dtype: str | torch.dtype | None = None, response_marker: str | None = None) -> RewardScorer:
-        """Load an exported folder; safetensors weights only (a folder holding a pickle file is refused)."""
+        """Load an exported folder; safetensors weights only (a folder holding a pickle file is refused), every file
+        checked against the export's ``vrm_manifest.json`` when it has one (a changed or truncated file is an
+        :class:`~vrm.errors.IntegrityError` naming it)."""
         path = check_safetensors_only(path)
+        if (path / MANIFEST).is_file():
+            verify_export(path)
         config = json.loads((path / "config.json").read_text())
-        if config.get("model_type") == VRMConfig.model_type:
-            model = VRMForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
-        elif PLAIN_TOKENIZATION_KEY in config:
-            model = AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
-        else:
-            raise ValueError(f"{path} is not a vrm export: config.json has model_type={config.get('model_type')!r} "
-                             f"and no '{PLAIN_TOKENIZATION_KEY}'")
-        return cls(model, AutoTokenizer.from_pretrained(str(path)), batch_size=batch_size, device=device,
-                   dtype=dtype, response_marker=response_marker)
+        try:
+            if config.get("model_type") == VRMConfig.model_type:
+                model = VRMForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
+            elif PLAIN_TOKENIZATION_KEY in config:
+                model = AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True)
+            else:
+                raise ValueError(f"{path} is not a vrm export: config.json has model_type="
+                                 f"{config.get('model_type')!r} and no '{PLAIN_TOKENIZATION_KEY}'")
+        except (SafetensorError, OSError, RuntimeError) as err:  # a truncated or damaged weights file
+            raise IntegrityError(f"{path}: the weights cannot be loaded ({type(err).__name__}: {err}); copy the "
+                                 "folder again or re-export the model") from err
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError, RuntimeError) as err:
+            raise IntegrityError(f"{path}: the tokenizer cannot be loaded ({type(err).__name__}: {err})") from err
+        scorer = cls(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype,
+                     response_marker=response_marker)
+        try:  # a chat template that raises is named once, at load, not on every line
+            scorer.encode_pair("Hi", "Hello")
+        except ContractError as err:
+            raise ExportError(f"{path}: {err}; fix or remove the file, or re-export the model") from err
+        return scorer
 
     # -- encoding ---------------------------------------------------------------------------------
     def encode_pair(self, prompt: Prompt, response: str) -> EncodedSequence:

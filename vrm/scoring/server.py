@@ -20,10 +20,11 @@ by a lock (one forward pass at a time on the model).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from dataclasses import asdict, dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
@@ -32,8 +33,10 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vrm.config.eval import MAX_UNCERTAINTY_SAMPLES
+from vrm.data.limits import MAX_MESSAGES, MAX_TEXT_CHARS
 from vrm.data.schema import MESSAGE_ROLES
 from vrm.data.textio import check_text
 from vrm.scoring.base import QuerySplitError, TextScorer
@@ -49,14 +52,19 @@ class ServerLimits:
 
     #: Texts (queries or pairs) per request.
     max_batch_size: int = 256
-    #: Characters per text (a query, or a pair's prompt and response together).
-    max_text_chars: int = 65536
+    #: Characters per text (a query, or a pair's prompt and response together): the readers' text limit.
+    max_text_chars: int = MAX_TEXT_CHARS
     #: Monte Carlo samples for ``reward_std`` on ``/score``.
     max_num_samples: int = MAX_UNCERTAINTY_SAMPLES
+    #: Seconds a connection may take to send a request's line and headers (from its first byte, or from when it
+    #: opened or its previous response ended); a slower one is closed (slowloris).
+    header_timeout: float = 10.0
+    #: Seconds a request may take to send its whole body once its headers are in; a slower one gets a 408.
+    body_timeout: float = 60.0
 
     def __post_init__(self):
         for key, value in asdict(self).items():
-            if value < (0 if key == "max_num_samples" else 1):
+            if not value >= (0 if key == "max_num_samples" else 1e-3 if key.endswith("timeout") else 1):
                 raise ValueError(f"{key}={value} must be positive")
 
     @property
@@ -77,7 +85,7 @@ class MessageIn(BaseModel):
 
 class PairIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt: Text | Annotated[list[MessageIn], Field(min_length=1)]
+    prompt: Text | Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_MESSAGES)]
     response: Text
     question_type: Literal["open", "closed", ""] | None = None
     reference: Text | None = None
@@ -114,10 +122,10 @@ def _check_text(where: str, chars: int, limits: ServerLimits) -> None:
 class BodyLimit:
     """ASGI middleware: a 413 for a request body over ``max_bytes``, by its Content-Length before reading, or, for a
     chunked body (no Content-Length) or one longer than it said, as soon as the bytes read pass the limit: the rest is
-    never read."""
+    never read. A body not complete within ``timeout`` seconds gets a 408 (a client that stops sending)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 60.0):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     def _too_large(self, size: str) -> HTTPException:
         return HTTPException(413, f"the request body is {size} bytes; the limit is {self.max_bytes}")
@@ -130,10 +138,15 @@ class BodyLimit:
             error = self._too_large(length)
             return await JSONResponse({"detail": error.detail}, 413)(scope, receive, send)
         received = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
         async def limited_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0))
+            except TimeoutError:
+                raise HTTPException(408, f"the request body was not complete after {self.timeout:g} s "
+                                         "(vrm-serve --body-timeout)") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
@@ -169,7 +182,7 @@ def create_app(scorer: RewardScorer | TextScorer, limits: ServerLimits | None = 
     lock = threading.Lock()
     app = FastAPI(title="vrm reward server", description=__doc__)
 
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.get("/health")
@@ -221,9 +234,61 @@ def create_app(scorer: RewardScorer | TextScorer, limits: ServerLimits | None = 
     return app
 
 
+class HeadTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's head (:attr:`header_timeout` seconds from the
+    connection, or from the first byte after the previous response): a connection that holds a half-sent request
+    line or headers, or sends nothing, is closed (slowloris). Its body has :class:`BodyLimit`'s deadline."""
+
+    header_timeout = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def _waiting_for_head(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        if self._waiting_for_head() and not self.transport.is_closing():
+            self.logger.info("closing a connection whose request head took over %g s", self.header_timeout)
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiting_for_head() and self._head_timer is None:
+            self._arm()
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if not self._waiting_for_head():
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
+    """What uvicorn is given besides the app: the h11 protocol with :class:`HeadTimeoutH11`'s head deadline."""
+    return {"http": type("VrmH11Protocol", (HeadTimeoutH11,), {"header_timeout": limits.header_timeout})}
+
+
 def serve(scorer: RewardScorer | TextScorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           limits: ServerLimits | None = None, model_name: str = "", log_level: str = "info") -> None:
     """Serve ``scorer`` until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(scorer, limits, model_name=model_name), host=host, port=port, log_level=log_level)
+    limits = limits or ServerLimits()
+    uvicorn.run(create_app(scorer, limits, model_name=model_name), host=host, port=port, log_level=log_level,
+                **uvicorn_options(limits))

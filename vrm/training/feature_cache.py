@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,9 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Dataset
 
+from vrm.data.files import atomic_write
 from vrm.data.tokenization import TokenizationSettings, cache_dir, tokenizer_fingerprint
 from vrm.models.modeling_vrm import VRMForSequenceClassification
 
@@ -95,17 +94,11 @@ def feature_key(parts: dict[str, Any]) -> str:
 
 
 def save_features(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (:func:`vrm.data.files.atomic_write`: a temporary file in the same folder, then
+    ``os.replace`` onto ``path``, with the umask's permissions)."""
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    with atomic_write(path, "wb") as out:
+        out.write(data)
 
 
 def load_features(path: str | Path) -> dict[str, torch.Tensor] | None:

@@ -21,6 +21,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from vrm.data.files import check_output
+
 #: Key of the RNG state in a Lightning checkpoint (written by RewardModule.on_save_checkpoint).
 RNG_STATE_KEY = "vrm_rng_state"
 
@@ -135,7 +137,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        path = Path(path)
+        path = check_output(path, what="checkpoint")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
@@ -144,5 +146,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except RuntimeError as err:  # torch's writer: "file write failed" (a full disk, a file size limit)
+            raise OSError(f"writing checkpoint {path} failed: {str(err).splitlines()[0]} (a full disk?); the "
+                          "previous checkpoint is kept") from err
         finally:
             tmp.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from vrm.config.train import validate
+from vrm.data.files import folder_lock, write_text_atomically
 from vrm.metric_names import METRICS_FILE
 from vrm.models.finite import check_finite_metrics, check_finite_parameters
 from vrm.training.build import build, build_trainer, seed_everything, typed_config
@@ -35,6 +37,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path is None:
         return None
     path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if path.is_dir():
+        hint = f" (e.g. {path / 'checkpoints' / 'last.ckpt'})" if (path / "checkpoints").is_dir() else ""
+        raise ValueError(f"ckpt_path={ckpt_path} is a folder; give the checkpoint file{hint}, or ckpt_path=last")
     if not path.is_file():
         if ckpt_path == "last":
             log.warning("ckpt_path=last: %s does not exist yet; starting from scratch", path)
@@ -45,14 +50,29 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 
 
 def check_checkpoint_file(path: Path) -> None:
-    """Fail early, naming the file, when a checkpoint is not a complete torch zip archive (truncated, not one)."""
+    """Fail early, naming the file, when a checkpoint is not a complete torch zip archive (truncated, not one), is
+    not a training checkpoint (a zip of something else), or holds anything but tensors and plain values (a pickle
+    that would run code: refused by ``weights_only=True`` before anything runs)."""
+    why = None
     try:
         with zipfile.ZipFile(path) as archive:
-            archive.infolist()
+            names = archive.namelist()
+        if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+            why = f"a zip archive without a torch pickle (it holds {names[:3]}...)"
+        else:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+                why = "a torch file but not a Lightning training checkpoint (no state_dict)"
     except (zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"checkpoint {path} cannot be resumed from: it is not a complete torch checkpoint ({err}); "
-                         "checkpoints are written atomically (AtomicCheckpointIO), so it was not written by vrm-train "
-                         "or was damaged afterwards: remove it or pass an older one as ckpt_path") from err
+        why = f"not a complete torch checkpoint ({err})"
+    except pickle.UnpicklingError as err:
+        why = f"it holds objects that are not tensors or plain values, refused unread ({str(err).splitlines()[0]})"
+    except (RuntimeError, ValueError, EOFError) as err:
+        why = f"it cannot be read as a torch checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})"
+    if why is not None:
+        raise ValueError(f"checkpoint {path} cannot be resumed from: {why}; checkpoints are written atomically "
+                         "(AtomicCheckpointIO), so it was not written by vrm-train or was damaged afterwards: remove "
+                         "it or pass an older one as ckpt_path")
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -71,6 +91,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(output_dir, "run folder"):
+        return _train(cfg, output_dir)
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     trainer = build_trainer(cfg)  # a trainer Lightning refuses (no GPU, devices=0) fails before the encoder loads
     run = build(cfg, output_dir)
     module, datamodule = run.module, run.datamodule
@@ -92,14 +117,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 metrics.update(metrics_to_floats(result))
             check_finite_run(module, metrics, "after testing")
         if best:
-            (output_dir / BEST_CHECKPOINT_FILE).write_text(best + "\n")
+            write_text_atomically(output_dir / BEST_CHECKPOINT_FILE, best + "\n")
         else:
             (output_dir / BEST_CHECKPOINT_FILE).unlink(missing_ok=True)
         status = "success"
     finally:
         for logger in trainer.loggers:
             logger.finalize(status)
-    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_text_atomically(output_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 
 
