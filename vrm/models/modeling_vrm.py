@@ -166,6 +166,9 @@ class RewardModelOutput(SequenceClassifierOutput):
     objective_scores: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     reward_std: torch.Tensor | None = None
+    #: (S, B) rewards with w and z drawn from the posterior (``num_samples`` S > 0, VRM head); ``reward_std`` is their
+    #: standard deviation over S (unbiased).
+    reward_samples: torch.Tensor | None = None
 
 
 def build_encoder(encoder_config: dict) -> PreTrainedModel:
@@ -340,12 +343,14 @@ class VRMForSequenceClassification(PreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         h_xy, h_x = self.representations(input_ids, attention_mask, token_type_ids, prompt_lengths)
         out = self.head(h_xy, h_x)
-        reward_std = None
+        reward_std = samples = None
         if num_samples > 0 and self.config.head == "vrm":
-            reward_std = self.head.sample_rewards(h_xy, h_x, num_samples).std(dim=0)
+            samples = self.head.sample_rewards(h_xy, h_x, num_samples)  # (S, B)
+            reward_std = samples.std(dim=0)
         return RewardModelOutput(
             logits=out.reward.unsqueeze(-1),
             objective_scores=out.objective_scores if return_details else None,
             weights=out.weights if return_details else None,
             reward_std=reward_std,
+            reward_samples=samples if return_details else None,
         )
