@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the callback is instantiated by Hydra as experiments.robustness.epoch_eval.EpochEval
     sys.path.insert(0, str(ROOT))
 
+from experiments import cells as cell_runner  # noqa: E402  (the shared resumable cell runner)
+
 CALLBACK = "experiments.robustness.epoch_eval.EpochEval"
 
 #: The compared models: name -> training overrides (on benchmark v2 the data carries 5 aspect ratings, which VRM's
@@ -135,8 +137,12 @@ def setting_name(strength: float, num_train: int) -> str:
     return f"p{strength:g}_n{num_train}"
 
 
+def cell_key(grid: Grid, method: str, strength: float, num_train: int, seed: int) -> str:
+    return f"{grid.cells}/{method}/{setting_name(strength, num_train)}_seed{seed}"
+
+
 def cell_path(results: Path, grid: Grid, method: str, strength: float, num_train: int, seed: int) -> Path:
-    return results / "cells" / grid.cells / method / f"{setting_name(strength, num_train)}_seed{seed}.json"
+    return cell_runner.cell_path(results / "cells", cell_key(grid, method, strength, num_train, seed))
 
 
 def cell_overrides(grid: Grid, method: str, strength: float, num_train: int, seed: int, out: Path) -> list[str]:
@@ -148,13 +154,11 @@ def cell_overrides(grid: Grid, method: str, strength: float, num_train: int, see
             f"+callbacks.epoch_eval._target_={CALLBACK}", f"+callbacks.epoch_eval.out={out}"]
 
 
-def run_cell(grid: Grid, method: str, strength: float, num_train: int, seed: int, results: Path,
-             runs: Path) -> None:
-    """Train one cell through train() and store its per-epoch scores, data truth, overrides and time."""
+def run_cell(grid: Grid, method: str, strength: float, num_train: int, seed: int, runs: Path) -> dict[str, Any]:
+    """Train one cell through train(); its record: per-epoch scores, data truth, overrides and time."""
     from vrm.config.compose import compose_config
     from vrm.training.train import train
 
-    out = cell_path(results, grid, method, strength, num_train, seed)
     history = runs / grid.cells / method / f"{setting_name(strength, num_train)}_seed{seed}"
     overrides = cell_overrides(grid, method, strength, num_train, seed, history / "epochs.json")
     print(f"[{grid.name}] {method} {setting_name(strength, num_train)} seed {seed}", flush=True)
@@ -164,9 +168,8 @@ def run_cell(grid: Grid, method: str, strength: float, num_train: int, seed: int
     record = json.loads((history / "epochs.json").read_text())
     record.update(cells=grid.cells, method=method, strength=strength, num_train=num_train, seed=seed,
                   seconds=seconds, overrides=overrides)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"    {seconds:.1f} s; picked by val: {json.dumps(selected(record, 'acc'))}", flush=True)
+    return record
 
 
 def share_bt_features(done: set[Path]) -> None:
@@ -201,18 +204,21 @@ def share_bt_features(done: set[Path]) -> None:
 
 
 def run_grid(grid: Grid, results: Path, runs: Path) -> None:
-    """Every missing cell of ``grid``; per (setting, seed) the VRM methods first, so BT reuses their features."""
+    """Every missing cell of ``grid`` (:func:`experiments.cells.run_cells`); per (setting, seed) the VRM methods
+    first, so BT reuses their features."""
     shared: set[Path] = set()
     frozen = "encoder.train_mode=frozen" in grid.train
-    for strength, num_train, seeds in grid.settings:
-        for seed in seeds:
-            order = sorted(grid.methods, key=lambda name: name in BT_METHODS)
-            for method in order:
-                if cell_path(results, grid, method, strength, num_train, seed).exists():
-                    continue
-                if frozen and method in BT_METHODS:
-                    share_bt_features(shared)
-                run_cell(grid, method, strength, num_train, seed, results, runs)
+
+    def compute(method: str, strength: float, num_train: int, seed: int) -> dict[str, Any]:
+        if frozen and method in BT_METHODS:
+            share_bt_features(shared)
+        return run_cell(grid, method, strength, num_train, seed, runs)
+
+    plan = [(cell_key(grid, method, strength, num_train, seed),
+             lambda m=method, p=strength, n=num_train, s=seed: compute(m, p, n, s))
+            for strength, num_train, seeds in grid.settings for seed in seeds
+            for method in sorted(grid.methods, key=lambda name: name in BT_METHODS)]
+    cell_runner.run_cells(plan, results / "cells", label=f"robustness {grid.name}")
 
 
 # ---------------------------------------------------------------- summary
