@@ -64,7 +64,7 @@ RM_TRAIN = ("data=synthetic", "encoder=minilm", "encoder.train_mode=frozen", "tr
             "trainer.enable_model_summary=false", "data.synthetic.cue_strength=0.95", "data.synthetic.num_train=1200",
             "data.synthetic.num_validation=200", "data.synthetic.num_test=16", "data.synthetic.num_shifted=16")
 #: The RL budget (vrm-rlhf overrides) and best-of-N's largest N.
-RL = ("grpo.steps=150", "eval.every=15", "progress=false")
+RL = ("progress=false",)
 BON_N_MAX = 32
 QUICK_RM = ("data.synthetic.num_train=200", "trainer.max_epochs=1")
 QUICK_RL = ("grpo.steps=4", "eval.every=2", "prompts.num_eval=8", "eval.samples_per_prompt=1", "progress=false")

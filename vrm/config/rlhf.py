@@ -93,13 +93,14 @@ class PromptsConfig:
 class GRPOSettings:
     """TRL ``GRPOConfig`` fields (the rest keep TRL's defaults)."""
 
-    steps: int = 200
+    steps: int = 120
     #: KL coefficient to the starting policy (TRL's default is 0: no KL term).
     beta: float = 0.05
     num_generations: int = 8
     prompts_per_step: int = 4
     max_completion_length: int = 48
-    learning_rate: float = 5e-5
+    #: For the synthetic policy (0.5 M parameters, from scratch); a pretrained LLM wants far less (policy/*.yaml).
+    learning_rate: float = 5e-4
     temperature: float = 1.0
     #: A checkpoint every this many steps (resumable; only the newest is kept).
     save_steps: int = 25
@@ -110,7 +111,7 @@ class RLHFEvalConfig:
     """The periodic evaluation on the held-out prompts."""
 
     #: Evaluate every this many steps (and at step 0 and the end).
-    every: int = 20
+    every: int = 12
     #: Completions sampled per held-out prompt.
     samples_per_prompt: int = 2
 
