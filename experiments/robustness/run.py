@@ -43,6 +43,11 @@ from experiments import cells as cell_runner  # noqa: E402  (the shared resumabl
 
 CALLBACK = "experiments.robustness.epoch_eval.EpochEval"
 
+#: The VRM defaults before issue 20, and the candidate of issue 20 (each key against the other's value).
+VRM_V1 = ("model.num_objectives=8", "model.aspect_loss=bt", "model.reward_scale=fixed", "model.score_training=joint",
+          "model.beta_w=0.05", "model.head_lr=null")
+VRM_RATED = ("model.num_objectives=5", "model.aspect_loss=diff", "model.reward_scale=learned",
+             "model.score_training=aspects", "model.beta_w=0.001", "model.head_lr=0.01")
 #: The compared models: name -> training overrides (on benchmark v2 the data carries 5 aspect ratings, which VRM's
 #: aspect loss uses by default: ``model.aspect_coef=0`` switches it off).
 METHODS: dict[str, tuple[str, ...]] = {
@@ -65,8 +70,24 @@ METHODS: dict[str, tuple[str, ...]] = {
     "bt_mlp_20ep": ("model=bt", "model.bt_head=mlp", "trainer.max_epochs=20"),
     "bt_aspects_20ep": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "trainer.max_epochs=20"),
     "vrm_aspects_20ep": ("model=vrm", "trainer.max_epochs=20"),
+    # issue 20: weights that learn, a feature latent the cue cannot ride (grids "latents_*"). The old default, spelled
+    # out (so it stays the same when the default changes), and the candidate new default with its ablations.
+    "vrm_v1": ("model=vrm", *VRM_V1),
+    "vrm_rated": ("model=vrm", *VRM_RATED),
+    "vrm_rated_no_z": ("model=vrm", *VRM_RATED, "model.use_feature_latent=false"),
+    "vrm_rated_no_w": ("model=vrm", *VRM_RATED, "model.use_weight_latent=false"),
+    "vrm_rated_no_latents": ("model=vrm", *VRM_RATED, "model.use_weight_latent=false",
+                             "model.use_feature_latent=false"),
+    "vrm_rated_learned_prior": ("model=vrm", *VRM_RATED, "model.weight_prior=learned"),
+    "vrm_rated_joint": ("model=vrm", *VRM_RATED, "model.score_training=joint"),
+    "vrm_rated_k8": ("model=vrm", *VRM_RATED, "model.num_objectives=8"),
+    "vrm_rated_lr_0.001": ("model=vrm", *VRM_RATED, "model.head_lr=0.001"),
+    "bt_mlp_lr_0.01": ("model=bt", "model.bt_head=mlp", "optim.head_lr=0.01"),
+    "bt_aspects_lr_0.01": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "optim.head_lr=0.01"),
+    "bt_lr_0.01": ("model=bt", "optim.head_lr=0.01"),
 }
-BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep")
+BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
+              "bt_lr_0.01")
 #: Every method of the frozen curves, in table order.
 FROZEN_METHODS = ("bt", "bt_mlp", "bt_aspects", "vrm", "vrm_aspects", "vrm_aspects_no_w", "vrm_aspects_no_z",
                   "vrm_aspects_no_latents")
@@ -123,6 +144,18 @@ GRIDS: dict[str, Grid] = {
                     notes="Fresh data seeds for the one candidate the search found on seeds 0-4 (VRM with aspects, "
                           "20 epochs) and the two fair baselines at the same budget"),
 }
+#: Issue 20: the candidate, its ablations, the old default and the fair baselines (also at the candidate's head learning
+#: rate), with the weights' recovery and the cue's share of the reward's variance in every cell; searched on seeds 0-4,
+#: confirmed on fresh seeds 5-9.
+LATENT_METHODS = ("bt_mlp", "bt_aspects", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01", "vrm_v1", "vrm_rated",
+                  "vrm_rated_no_latents", "vrm_rated_no_z", "vrm_rated_no_w", "vrm_rated_learned_prior",
+                  "vrm_rated_joint", "vrm_rated_k8", "vrm_rated_lr_0.001", "bt", "bt_lr_0.01")
+GRIDS["latents_search"] = Grid("latents_search", "latents", LATENT_METHODS, ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),),
+                               FROZEN, notes="Issue 20's variants on the search seeds 0-4")
+GRIDS["latents_confirm"] = Grid("latents_confirm", "latents_fresh_seeds", LATENT_METHODS[:7],
+                                ((DEFAULT_STRENGTH, DEFAULT_TRAIN, (5, 6, 7, 8, 9)),), FROZEN,
+                                notes="Issue 20's candidate, its no-latent ablation, the old default and the fair "
+                                      "baselines on fresh data seeds 5-9")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))

@@ -113,6 +113,16 @@ class ModelConfig:
     aspect_coef: float = 1.0
     #: ``bt`` or ``mse`` per-aspect loss on g_k(mu_z).
     aspect_loss: str = "bt"
+    #: The reward's global scale: ``fixed`` (r = w^T g) or ``learned`` (r = exp(s) w^T g, s one learned scalar), so
+    #: that the likelihood can sharpen margins without pushing w to a corner of the simplex.
+    reward_scale: str = "fixed"
+    #: What trains the rated objectives' scores g_k (k < A for A rated aspects): ``joint`` (the preference likelihood
+    #: and the aspect loss) or ``aspects`` (the aspect loss only: the likelihood's gradient stops at them, so the
+    #: preferences train w and the scale, and a cue that predicts labels has no direct path into the rated scores).
+    #: A batch without ratings trains as ``joint``.
+    score_training: str = "joint"
+    #: Learning rate of this model's heads; None = ``optim.head_lr``.
+    head_lr: float | None = None
     #: Pyro's argument and support checks of every distribution in the ELBO (pyro.validation_enabled). A
     #: debugging aid: about a quarter of the heads' step time; without it an invalid parameter shows up as a
     #: non-finite loss, which max_nonfinite_batches reports with its step and batch.

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .heads import BT_HEADS, BTHead, VRMHead
+from .heads import BT_HEADS, REWARD_SCALES, BTHead, VRMHead
 from .pooling import (
     POOLINGS,
     find_prompt_lengths,
@@ -63,6 +63,7 @@ class VRMConfig(PretrainedConfig):
         concentration_max: float = 1e3,
         use_weight_latent: bool = True,
         use_feature_latent: bool = True,
+        reward_scale: str = "fixed",
         bt_head: str = "linear",
         bt_aspect_heads: int = 0,
         max_sequence_length: int = 512,
@@ -90,6 +91,7 @@ class VRMConfig(PretrainedConfig):
         self.concentration_max = concentration_max
         self.use_weight_latent = use_weight_latent
         self.use_feature_latent = use_feature_latent
+        self.reward_scale = reward_scale
         self.bt_head = bt_head
         self.bt_aspect_heads = bt_aspect_heads
         # How (prompt, response) become ids (vrm.data.tokenize.PairEncoder), so scorers tokenise as training did.
@@ -115,6 +117,7 @@ class VRMConfig(PretrainedConfig):
             (self.weight_posterior in ("prompt", "pair"), "weight_posterior", self.weight_posterior,
              ("prompt", "pair")),
             (self.weight_prior in ("fixed", "learned"), "weight_prior", self.weight_prior, ("fixed", "learned")),
+            (self.reward_scale in REWARD_SCALES, "reward_scale", self.reward_scale, REWARD_SCALES),
             (self.bt_head in BT_HEADS, "bt_head", self.bt_head, BT_HEADS),
         ]
         for ok, key, value, allowed in checks:
