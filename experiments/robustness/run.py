@@ -48,28 +48,29 @@ VRM_V1 = ("model.num_objectives=8", "model.aspect_loss=bt", "model.reward_scale=
           "model.beta_w=0.05", "model.head_lr=null")
 VRM_RATED = ("model.num_objectives=5", "model.aspect_loss=diff", "model.reward_scale=learned",
              "model.score_training=aspects", "model.beta_w=0.001", "model.head_lr=0.01")
-#: The compared models: name -> training overrides (on benchmark v2 the data carries 5 aspect ratings, which VRM's
+#: The compared models: name -> training overrides (``model=vrm_v1``: the VRM defaults before issue 20, under which
+#: every VRM cell before it ran) (on benchmark v2 the data carries 5 aspect ratings, which VRM's
 #: aspect loss uses by default: ``model.aspect_coef=0`` switches it off).
 METHODS: dict[str, tuple[str, ...]] = {
     "bt": ("model=bt",),
     "bt_mlp": ("model=bt", "model.bt_head=mlp"),
     "bt_aspects": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5"),
-    "vrm": ("model=vrm", "model.aspect_coef=0"),
-    "vrm_aspects": ("model=vrm",),
-    "vrm_aspects_no_w": ("model=vrm", "model.use_weight_latent=false"),
-    "vrm_aspects_no_z": ("model=vrm", "model.use_feature_latent=false"),
-    "vrm_aspects_no_latents": ("model=vrm", "model.use_weight_latent=false", "model.use_feature_latent=false"),
+    "vrm": ("model=vrm_v1", "model.aspect_coef=0"),
+    "vrm_aspects": ("model=vrm_v1",),
+    "vrm_aspects_no_w": ("model=vrm_v1", "model.use_weight_latent=false"),
+    "vrm_aspects_no_z": ("model=vrm_v1", "model.use_feature_latent=false"),
+    "vrm_aspects_no_latents": ("model=vrm_v1", "model.use_weight_latent=false", "model.use_feature_latent=false"),
     # variants searched for a VRM that wins on shifted (grid "search")
-    "vrm_aspects_beta_z_0.001": ("model=vrm", "model.beta_z=0.001"),
-    "vrm_aspects_sparse_w": ("model=vrm", "model.prior_concentration=0.3"),
-    "vrm_aspects_coef_3": ("model=vrm", "model.aspect_coef=3"),
+    "vrm_aspects_beta_z_0.001": ("model=vrm_v1", "model.beta_z=0.001"),
+    "vrm_aspects_sparse_w": ("model=vrm_v1", "model.prior_concentration=0.3"),
+    "vrm_aspects_coef_3": ("model=vrm_v1", "model.aspect_coef=3"),
     # the VRM code with both latents off and no aspects: where the fine-tuned VRM trails BT, is it the latents?
-    "vrm_no_latents": ("model=vrm", "model.aspect_coef=0", "model.use_weight_latent=false",
+    "vrm_no_latents": ("model=vrm_v1", "model.aspect_coef=0", "model.use_weight_latent=false",
                        "model.use_feature_latent=false"),
     # longer training of the best baseline and of VRM: are the heads undertrained at 6 epochs?
     "bt_mlp_20ep": ("model=bt", "model.bt_head=mlp", "trainer.max_epochs=20"),
     "bt_aspects_20ep": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "trainer.max_epochs=20"),
-    "vrm_aspects_20ep": ("model=vrm", "trainer.max_epochs=20"),
+    "vrm_aspects_20ep": ("model=vrm_v1", "trainer.max_epochs=20"),
     # issue 20: weights that learn, a feature latent the cue cannot ride (grids "latents_*"). The old default, spelled
     # out (so it stays the same when the default changes), and the candidate new default with its ablations.
     "vrm_v1": ("model=vrm", *VRM_V1),
@@ -79,9 +80,15 @@ METHODS: dict[str, tuple[str, ...]] = {
     "vrm_rated_no_latents": ("model=vrm", *VRM_RATED, "model.use_weight_latent=false",
                              "model.use_feature_latent=false"),
     "vrm_rated_learned_prior": ("model=vrm", *VRM_RATED, "model.weight_prior=learned"),
-    "vrm_rated_joint": ("model=vrm", *VRM_RATED, "model.score_training=joint"),
     "vrm_rated_k8": ("model=vrm", *VRM_RATED, "model.num_objectives=8"),
     "vrm_rated_lr_0.001": ("model=vrm", *VRM_RATED, "model.head_lr=0.001"),
+    # the scores also learn from the likelihood (score_training=joint): the new default
+    "vrm_rated_joint": ("model=vrm", *VRM_RATED, "model.score_training=joint"),
+    "vrm_rated_joint_no_latents": ("model=vrm", *VRM_RATED, "model.score_training=joint",
+                                   "model.use_weight_latent=false", "model.use_feature_latent=false"),
+    "vrm_rated_joint_no_w": ("model=vrm", *VRM_RATED, "model.score_training=joint", "model.use_weight_latent=false"),
+    "vrm_rated_joint_no_z": ("model=vrm", *VRM_RATED, "model.score_training=joint", "model.use_feature_latent=false"),
+    "vrm_rated_joint_no_ratings": ("model=vrm", *VRM_RATED, "model.score_training=joint", "model.aspect_coef=0"),
     "bt_mlp_lr_0.01": ("model=bt", "model.bt_head=mlp", "optim.head_lr=0.01"),
     "bt_aspects_lr_0.01": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "optim.head_lr=0.01"),
     "bt_lr_0.01": ("model=bt", "optim.head_lr=0.01"),
@@ -149,13 +156,27 @@ GRIDS: dict[str, Grid] = {
 #: confirmed on fresh seeds 5-9.
 LATENT_METHODS = ("bt_mlp", "bt_aspects", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01", "vrm_v1", "vrm_rated",
                   "vrm_rated_no_latents", "vrm_rated_no_z", "vrm_rated_no_w", "vrm_rated_learned_prior",
-                  "vrm_rated_joint", "vrm_rated_k8", "vrm_rated_lr_0.001", "bt", "bt_lr_0.01")
+                  "vrm_rated_joint", "vrm_rated_k8", "vrm_rated_lr_0.001", "bt", "bt_lr_0.01",
+                  "vrm_rated_joint_no_latents", "vrm_rated_joint_no_w", "vrm_rated_joint_no_z",
+                  "vrm_rated_joint_no_ratings")
+#: What the fresh seeds confirm: the fair baselines (at both head learning rates), the old default, the new one and
+#: the new one with both latents off.
+CONFIRM_METHODS = ("bt_mlp", "bt_aspects", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01", "vrm_v1", "vrm_rated_joint",
+                   "vrm_rated_joint_no_latents")
+#: The new default and the fair baselines at its head learning rate, added to the frozen curves.
+CURVE_METHODS_V2 = ("vrm_rated_joint", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01")
 GRIDS["latents_search"] = Grid("latents_search", "latents", LATENT_METHODS, ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),),
                                FROZEN, notes="Issue 20's variants on the search seeds 0-4")
-GRIDS["latents_confirm"] = Grid("latents_confirm", "latents_fresh_seeds", LATENT_METHODS[:7],
+GRIDS["latents_confirm"] = Grid("latents_confirm", "latents_fresh_seeds", CONFIRM_METHODS,
                                 ((DEFAULT_STRENGTH, DEFAULT_TRAIN, (5, 6, 7, 8, 9)),), FROZEN,
                                 notes="Issue 20's candidate, its no-latent ablation, the old default and the fair "
                                       "baselines on fresh data seeds 5-9")
+GRIDS["strength_v2"] = Grid("strength_v2", "frozen", CURVE_METHODS_V2,
+                             tuple((p, DEFAULT_TRAIN, CURVE_SEEDS) for p in (0.75, 0.5, 0.9, 0.95)), FROZEN,
+                             notes="Issue 20: the new default and the baselines at its head learning rate")
+GRIDS["size_v2"] = Grid("size_v2", "frozen", CURVE_METHODS_V2,
+                        tuple((DEFAULT_STRENGTH, n, CURVE_SEEDS) for n in (100, 1200, 3000)), FROZEN,
+                        notes="Issue 20: the new default and the baselines at its head learning rate")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))
