@@ -39,7 +39,8 @@ from experiments.rlhf.summary import summarise  # noqa: E402
 RM_METHODS: dict[str, tuple[str, ...]] = {
     "bt": ("model=bt",),
     "bt_aspects": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5"),
-    "vrm": ("model=vrm",),
+    # VRM's defaults before issue 20 (model=vrm_v1): what this grid's "vrm" rows were trained with
+    "vrm": ("model=vrm_v1",),
 }
 #: The weights variant of issue 20 (written by its engineer as "<sha> <overrides>"), and the stand-in without it.
 WEIGHTS_VARIANT_FILE = Path("/work/prompts/weights_variant.txt")
@@ -74,7 +75,9 @@ def weights_variant() -> tuple[tuple[str, ...], str]:
     """(overrides, where they came from) of the weights variant."""
     if WEIGHTS_VARIANT_FILE.is_file():
         sha, *overrides = WEIGHTS_VARIANT_FILE.read_text().split()
-        return tuple(overrides), f"{WEIGHTS_VARIANT_FILE} (branch h20 at {sha})"
+        if overrides == ["default"]:  # the variant became model=vrm's default on branch h20 (merged here)
+            overrides = ["model=vrm"]
+        return tuple(overrides), f"{WEIGHTS_VARIANT_FILE}: {' '.join(overrides)} (branch h20 at {sha})"
     return WEIGHTS_STAND_IN, "stand-in (no weights_variant.txt when the row was trained)"
 
 
