@@ -42,9 +42,10 @@ RM_METHODS: dict[str, tuple[str, ...]] = {
     # VRM's defaults before issue 20 (model=vrm_v1): what this grid's "vrm" rows were trained with
     "vrm": ("model=vrm_v1",),
 }
-#: The weights variant of issue 20 (written by its engineer as "<sha> <overrides>"), and the stand-in without it.
-WEIGHTS_VARIANT_FILE = Path("/work/prompts/weights_variant.txt")
-WEIGHTS_STAND_IN = ("model=vrm", "model.weight_prior=learned", "model.aspect_loss=mse")
+#: VRM with weights that learn (issue 20): model=vrm's default since branch h20 at 9acae82 (merged here); before it,
+#: the stand-in was model.weight_prior=learned model.aspect_loss=mse.
+WEIGHTS_VARIANT = ("model=vrm",)
+WEIGHTS_SOURCE = "issue 20's default (model=vrm, branch h20 at 9acae82)"
 #: Rewards the policy is optimised against: name -> (reward kind, reward model, conservative lambda).
 REWARDS: dict[str, tuple[str, str | None, float | None]] = {
     "gold": ("gold", None, None),
@@ -71,19 +72,9 @@ QUICK_RM = ("data.synthetic.num_train=200", "trainer.max_epochs=1")
 QUICK_RL = ("grpo.steps=4", "eval.every=2", "prompts.num_eval=8", "eval.samples_per_prompt=1", "progress=false")
 
 
-def weights_variant() -> tuple[tuple[str, ...], str]:
-    """(overrides, where they came from) of the weights variant."""
-    if WEIGHTS_VARIANT_FILE.is_file():
-        sha, *overrides = WEIGHTS_VARIANT_FILE.read_text().split()
-        if overrides == ["default"]:  # the variant became model=vrm's default on branch h20 (merged here)
-            overrides = ["model=vrm"]
-        return tuple(overrides), f"{WEIGHTS_VARIANT_FILE}: {' '.join(overrides)} (branch h20 at {sha})"
-    return WEIGHTS_STAND_IN, "stand-in (no weights_variant.txt when the row was trained)"
-
-
 def rm_overrides(model: str) -> tuple[tuple[str, ...], str]:
     if model == "vrm_learned_w":
-        return weights_variant()
+        return WEIGHTS_VARIANT, WEIGHTS_SOURCE
     return RM_METHODS[model], "RM_METHODS"
 
 
