@@ -38,7 +38,8 @@ from experiments.rlhf.summary import summarise  # noqa: E402
 #: Reward models trained on the cue-correlated data: name -> vrm-train overrides.
 RM_METHODS: dict[str, tuple[str, ...]] = {
     "bt": ("model=bt",),
-    "bt_aspects": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5"),
+    # the pairwise aspect loss, as these rows were trained before h20 made "diff" the default
+    "bt_aspects": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "model.aspect_loss=bt"),
     # VRM's defaults before issue 20 (model=vrm_v1): what this grid's "vrm" rows were trained with
     "vrm": ("model=vrm_v1",),
 }
