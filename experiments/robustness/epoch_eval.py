@@ -19,14 +19,26 @@ import numpy as np
 import torch
 
 from vrm.evaluation import metrics as m
+from vrm.evaluation.metrics import WEIGHT_RECOVERY
+from vrm.evaluation.synthetic_eval import (
+    ENTROPY,
+    OWN_OBJECTIVE,
+    SPREAD,
+    TRUE_ENTROPY,
+    TRUE_SPREAD,
+    weight_recovery_report,
+)
+from vrm.evaluation.variance import split_cue_variance
 from vrm.training.feature_cache import H_CHOSEN, H_PROMPT, H_REJECTED
 
 #: The splits scored after each epoch.
 EVAL_SPLITS = ("validation", "test", "shifted")
 
 
-def pair_rewards(module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) deterministic rewards of the chosen and the rejected responses of a token or cached-feature batch."""
+def pair_rewards(module, batch: dict[str, torch.Tensor]
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(B,) deterministic rewards of the chosen and the rejected responses of a token or cached-feature batch, and
+    the (B, K) weights E[w | x] of a VRM (None for BT)."""
     if H_CHOSEN in batch:
         h_x, h_chosen, h_rejected = batch.get(H_PROMPT), batch[H_CHOSEN], batch[H_REJECTED]
     else:
@@ -35,7 +47,8 @@ def pair_rewards(module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
                                                batch.get("token_type_ids"), batch["prompt_lengths"], num_prompts=n)
         h_chosen, h_rejected = h_xy[:n], h_xy[n:]
     head = module.net.head
-    return head(h_chosen, h_x).reward, head(h_rejected, h_x).reward
+    out_chosen = head(h_chosen, h_x)
+    return out_chosen.reward, head(h_rejected, h_x).reward, out_chosen.weights
 
 
 def split_truth(split) -> dict[str, float]:
@@ -54,6 +67,17 @@ def split_scores(chosen: np.ndarray, rejected: np.ndarray, cue_on_chosen: np.nda
     return {"acc": m.pairwise_accuracy(chosen, rejected),
             "ece": m.expected_calibration_error(chosen, rejected, temperature=tau),
             **by_side, "acc_cue_balanced": float(np.mean(sides)) if sides else float("nan")}
+
+
+def latent_scores(chosen: np.ndarray, rejected: np.ndarray, weights: np.ndarray | None, split) -> dict[str, Any]:
+    """The cue's and the truth's shares of the reward differences' variance (vrm.evaluation.variance) and, for a
+    VRM, the weights' recovery of the true weights, their spread and entropy (vrm.evaluation.synthetic_eval)."""
+    scores: dict[str, Any] = dict(split_cue_variance(chosen, rejected, split))
+    if weights is not None:
+        report = weight_recovery_report(weights, np.asarray(split["true_weights"], dtype=np.float64))
+        scores.update({k: report[k] for k in (WEIGHT_RECOVERY, SPREAD, TRUE_SPREAD, ENTROPY, TRUE_ENTROPY,
+                                              OWN_OBJECTIVE)})
+    return scores
 
 
 class EpochEval(L.Callback):
@@ -76,14 +100,19 @@ class EpochEval(L.Callback):
                 split = datamodule.splits.get(name)
                 if split is None or len(split) == 0:
                     continue
-                chosen, rejected = [], []
+                chosen, rejected, weights = [], [], []
                 for batch in loaders[name]:
                     batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                    r_pos, r_neg = pair_rewards(pl_module, batch)
+                    r_pos, r_neg, w = pair_rewards(pl_module, batch)
                     chosen.append(r_pos.float().cpu())
                     rejected.append(r_neg.float().cpu())
-                record[name] = split_scores(torch.cat(chosen).numpy(), torch.cat(rejected).numpy(),
+                    if w is not None:
+                        weights.append(w.float().cpu())
+                chosen_np, rejected_np = torch.cat(chosen).numpy(), torch.cat(rejected).numpy()
+                record[name] = split_scores(chosen_np, rejected_np,
                                             np.asarray(split["spurious_chosen"], dtype=bool), tau)
+                record[name].update(latent_scores(chosen_np, rejected_np,
+                                                  torch.cat(weights).numpy() if weights else None, split))
             self.epochs.append(record)
         finally:
             pl_module.train()

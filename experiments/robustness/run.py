@@ -39,32 +39,62 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the callback is instantiated by Hydra as experiments.robustness.epoch_eval.EpochEval
     sys.path.insert(0, str(ROOT))
 
+from experiments import cells as cell_runner  # noqa: E402  (the shared resumable cell runner)
+
 CALLBACK = "experiments.robustness.epoch_eval.EpochEval"
 
-#: The compared models: name -> training overrides (on benchmark v2 the data carries 5 aspect ratings, which VRM's
+#: The VRM defaults before issue 20, and the candidate of issue 20 (each key against the other's value).
+VRM_V1 = ("model.num_objectives=8", "model.aspect_loss=bt", "model.reward_scale=fixed", "model.score_training=joint",
+          "model.beta_w=0.05", "model.head_lr=null")
+VRM_RATED = ("model.num_objectives=5", "model.aspect_loss=diff", "model.reward_scale=learned",
+             "model.score_training=aspects", "model.beta_w=0.001", "model.head_lr=0.01")
+#: The compared models: name -> training overrides (``model=vrm_v1``: the VRM defaults before issue 20, under which
+#: every VRM cell before it ran) (on benchmark v2 the data carries 5 aspect ratings, which VRM's
 #: aspect loss uses by default: ``model.aspect_coef=0`` switches it off).
 METHODS: dict[str, tuple[str, ...]] = {
     "bt": ("model=bt",),
     "bt_mlp": ("model=bt", "model.bt_head=mlp"),
     "bt_aspects": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5"),
-    "vrm": ("model=vrm", "model.aspect_coef=0"),
-    "vrm_aspects": ("model=vrm",),
-    "vrm_aspects_no_w": ("model=vrm", "model.use_weight_latent=false"),
-    "vrm_aspects_no_z": ("model=vrm", "model.use_feature_latent=false"),
-    "vrm_aspects_no_latents": ("model=vrm", "model.use_weight_latent=false", "model.use_feature_latent=false"),
+    "vrm": ("model=vrm_v1", "model.aspect_coef=0"),
+    "vrm_aspects": ("model=vrm_v1",),
+    "vrm_aspects_no_w": ("model=vrm_v1", "model.use_weight_latent=false"),
+    "vrm_aspects_no_z": ("model=vrm_v1", "model.use_feature_latent=false"),
+    "vrm_aspects_no_latents": ("model=vrm_v1", "model.use_weight_latent=false", "model.use_feature_latent=false"),
     # variants searched for a VRM that wins on shifted (grid "search")
-    "vrm_aspects_beta_z_0.001": ("model=vrm", "model.beta_z=0.001"),
-    "vrm_aspects_sparse_w": ("model=vrm", "model.prior_concentration=0.3"),
-    "vrm_aspects_coef_3": ("model=vrm", "model.aspect_coef=3"),
+    "vrm_aspects_beta_z_0.001": ("model=vrm_v1", "model.beta_z=0.001"),
+    "vrm_aspects_sparse_w": ("model=vrm_v1", "model.prior_concentration=0.3"),
+    "vrm_aspects_coef_3": ("model=vrm_v1", "model.aspect_coef=3"),
     # the VRM code with both latents off and no aspects: where the fine-tuned VRM trails BT, is it the latents?
-    "vrm_no_latents": ("model=vrm", "model.aspect_coef=0", "model.use_weight_latent=false",
+    "vrm_no_latents": ("model=vrm_v1", "model.aspect_coef=0", "model.use_weight_latent=false",
                        "model.use_feature_latent=false"),
     # longer training of the best baseline and of VRM: are the heads undertrained at 6 epochs?
     "bt_mlp_20ep": ("model=bt", "model.bt_head=mlp", "trainer.max_epochs=20"),
     "bt_aspects_20ep": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "trainer.max_epochs=20"),
-    "vrm_aspects_20ep": ("model=vrm", "trainer.max_epochs=20"),
+    "vrm_aspects_20ep": ("model=vrm_v1", "trainer.max_epochs=20"),
+    # issue 20: weights that learn, a feature latent the cue cannot ride (grids "latents_*"). The old default, spelled
+    # out (so it stays the same when the default changes), and the candidate new default with its ablations.
+    "vrm_v1": ("model=vrm", *VRM_V1),
+    "vrm_rated": ("model=vrm", *VRM_RATED),
+    "vrm_rated_no_z": ("model=vrm", *VRM_RATED, "model.use_feature_latent=false"),
+    "vrm_rated_no_w": ("model=vrm", *VRM_RATED, "model.use_weight_latent=false"),
+    "vrm_rated_no_latents": ("model=vrm", *VRM_RATED, "model.use_weight_latent=false",
+                             "model.use_feature_latent=false"),
+    "vrm_rated_learned_prior": ("model=vrm", *VRM_RATED, "model.weight_prior=learned"),
+    "vrm_rated_k8": ("model=vrm", *VRM_RATED, "model.num_objectives=8"),
+    "vrm_rated_lr_0.001": ("model=vrm", *VRM_RATED, "model.head_lr=0.001"),
+    # the scores also learn from the likelihood (score_training=joint): the new default
+    "vrm_rated_joint": ("model=vrm", *VRM_RATED, "model.score_training=joint"),
+    "vrm_rated_joint_no_latents": ("model=vrm", *VRM_RATED, "model.score_training=joint",
+                                   "model.use_weight_latent=false", "model.use_feature_latent=false"),
+    "vrm_rated_joint_no_w": ("model=vrm", *VRM_RATED, "model.score_training=joint", "model.use_weight_latent=false"),
+    "vrm_rated_joint_no_z": ("model=vrm", *VRM_RATED, "model.score_training=joint", "model.use_feature_latent=false"),
+    "vrm_rated_joint_no_ratings": ("model=vrm", *VRM_RATED, "model.score_training=joint", "model.aspect_coef=0"),
+    "bt_mlp_lr_0.01": ("model=bt", "model.bt_head=mlp", "optim.head_lr=0.01"),
+    "bt_aspects_lr_0.01": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "optim.head_lr=0.01"),
+    "bt_lr_0.01": ("model=bt", "optim.head_lr=0.01"),
 }
-BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep")
+BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
+              "bt_lr_0.01")
 #: Every method of the frozen curves, in table order.
 FROZEN_METHODS = ("bt", "bt_mlp", "bt_aspects", "vrm", "vrm_aspects", "vrm_aspects_no_w", "vrm_aspects_no_z",
                   "vrm_aspects_no_latents")
@@ -121,6 +151,32 @@ GRIDS: dict[str, Grid] = {
                     notes="Fresh data seeds for the one candidate the search found on seeds 0-4 (VRM with aspects, "
                           "20 epochs) and the two fair baselines at the same budget"),
 }
+#: Issue 20: the candidate, its ablations, the old default and the fair baselines (also at the candidate's head learning
+#: rate), with the weights' recovery and the cue's share of the reward's variance in every cell; searched on seeds 0-4,
+#: confirmed on fresh seeds 5-9.
+LATENT_METHODS = ("bt_mlp", "bt_aspects", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01", "vrm_v1", "vrm_rated",
+                  "vrm_rated_no_latents", "vrm_rated_no_z", "vrm_rated_no_w", "vrm_rated_learned_prior",
+                  "vrm_rated_joint", "vrm_rated_k8", "vrm_rated_lr_0.001", "bt", "bt_lr_0.01",
+                  "vrm_rated_joint_no_latents", "vrm_rated_joint_no_w", "vrm_rated_joint_no_z",
+                  "vrm_rated_joint_no_ratings")
+#: What the fresh seeds confirm: the fair baselines (at both head learning rates), the old default, the new one and
+#: the new one with both latents off.
+CONFIRM_METHODS = ("bt_mlp", "bt_aspects", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01", "vrm_v1", "vrm_rated_joint",
+                   "vrm_rated_joint_no_latents")
+#: The new default and the fair baselines at its head learning rate, added to the frozen curves.
+CURVE_METHODS_V2 = ("vrm_rated_joint", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01")
+GRIDS["latents_search"] = Grid("latents_search", "latents", LATENT_METHODS, ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),),
+                               FROZEN, notes="Issue 20's variants on the search seeds 0-4")
+GRIDS["latents_confirm"] = Grid("latents_confirm", "latents_fresh_seeds", CONFIRM_METHODS,
+                                ((DEFAULT_STRENGTH, DEFAULT_TRAIN, (5, 6, 7, 8, 9)),), FROZEN,
+                                notes="Issue 20's candidate, its no-latent ablation, the old default and the fair "
+                                      "baselines on fresh data seeds 5-9")
+GRIDS["strength_v2"] = Grid("strength_v2", "frozen", CURVE_METHODS_V2,
+                             tuple((p, DEFAULT_TRAIN, CURVE_SEEDS) for p in (0.75, 0.5, 0.9, 0.95)), FROZEN,
+                             notes="Issue 20: the new default and the baselines at its head learning rate")
+GRIDS["size_v2"] = Grid("size_v2", "frozen", CURVE_METHODS_V2,
+                        tuple((DEFAULT_STRENGTH, n, CURVE_SEEDS) for n in (100, 1200, 3000)), FROZEN,
+                        notes="Issue 20: the new default and the baselines at its head learning rate")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))
@@ -135,8 +191,12 @@ def setting_name(strength: float, num_train: int) -> str:
     return f"p{strength:g}_n{num_train}"
 
 
+def cell_key(grid: Grid, method: str, strength: float, num_train: int, seed: int) -> str:
+    return f"{grid.cells}/{method}/{setting_name(strength, num_train)}_seed{seed}"
+
+
 def cell_path(results: Path, grid: Grid, method: str, strength: float, num_train: int, seed: int) -> Path:
-    return results / "cells" / grid.cells / method / f"{setting_name(strength, num_train)}_seed{seed}.json"
+    return cell_runner.cell_path(results / "cells", cell_key(grid, method, strength, num_train, seed))
 
 
 def cell_overrides(grid: Grid, method: str, strength: float, num_train: int, seed: int, out: Path) -> list[str]:
@@ -148,13 +208,11 @@ def cell_overrides(grid: Grid, method: str, strength: float, num_train: int, see
             f"+callbacks.epoch_eval._target_={CALLBACK}", f"+callbacks.epoch_eval.out={out}"]
 
 
-def run_cell(grid: Grid, method: str, strength: float, num_train: int, seed: int, results: Path,
-             runs: Path) -> None:
-    """Train one cell through train() and store its per-epoch scores, data truth, overrides and time."""
+def run_cell(grid: Grid, method: str, strength: float, num_train: int, seed: int, runs: Path) -> dict[str, Any]:
+    """Train one cell through train(); its record: per-epoch scores, data truth, overrides and time."""
     from vrm.config.compose import compose_config
     from vrm.training.train import train
 
-    out = cell_path(results, grid, method, strength, num_train, seed)
     history = runs / grid.cells / method / f"{setting_name(strength, num_train)}_seed{seed}"
     overrides = cell_overrides(grid, method, strength, num_train, seed, history / "epochs.json")
     print(f"[{grid.name}] {method} {setting_name(strength, num_train)} seed {seed}", flush=True)
@@ -164,9 +222,8 @@ def run_cell(grid: Grid, method: str, strength: float, num_train: int, seed: int
     record = json.loads((history / "epochs.json").read_text())
     record.update(cells=grid.cells, method=method, strength=strength, num_train=num_train, seed=seed,
                   seconds=seconds, overrides=overrides)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"    {seconds:.1f} s; picked by val: {json.dumps(selected(record, 'acc'))}", flush=True)
+    return record
 
 
 def share_bt_features(done: set[Path]) -> None:
@@ -201,18 +258,21 @@ def share_bt_features(done: set[Path]) -> None:
 
 
 def run_grid(grid: Grid, results: Path, runs: Path) -> None:
-    """Every missing cell of ``grid``; per (setting, seed) the VRM methods first, so BT reuses their features."""
+    """Every missing cell of ``grid`` (:func:`experiments.cells.run_cells`); per (setting, seed) the VRM methods
+    first, so BT reuses their features."""
     shared: set[Path] = set()
     frozen = "encoder.train_mode=frozen" in grid.train
-    for strength, num_train, seeds in grid.settings:
-        for seed in seeds:
-            order = sorted(grid.methods, key=lambda name: name in BT_METHODS)
-            for method in order:
-                if cell_path(results, grid, method, strength, num_train, seed).exists():
-                    continue
-                if frozen and method in BT_METHODS:
-                    share_bt_features(shared)
-                run_cell(grid, method, strength, num_train, seed, results, runs)
+
+    def compute(method: str, strength: float, num_train: int, seed: int) -> dict[str, Any]:
+        if frozen and method in BT_METHODS:
+            share_bt_features(shared)
+        return run_cell(grid, method, strength, num_train, seed, runs)
+
+    plan = [(cell_key(grid, method, strength, num_train, seed),
+             lambda m=method, p=strength, n=num_train, s=seed: compute(m, p, n, s))
+            for strength, num_train, seeds in grid.settings for seed in seeds
+            for method in sorted(grid.methods, key=lambda name: name in BT_METHODS)]
+    cell_runner.run_cells(plan, results / "cells", label=f"robustness {grid.name}")
 
 
 # ---------------------------------------------------------------- summary

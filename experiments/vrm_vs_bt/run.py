@@ -41,6 +41,10 @@ from vrm.evaluation import synthetic_eval as se
 from vrm.evaluation.report import to_json
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from experiments import cells as cell_runner  # noqa: E402  (the shared cell files: one JSON per run, atomic)
 
 #: The compared models: name -> training overrides. All VRM ablations keep every other option at its default.
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -165,7 +169,7 @@ def evaluate_with(overrides: list[str], out_dir: Path) -> dict[str, Any]:
 def run_paths(budget: Budget, variant: str, seed: int, extra: Sequence[str],
               runs_dir: Path) -> tuple[Path, list[str], list[str]]:
     """A run's folder, its training overrides and its evaluation overrides."""
-    run_dir = runs_dir / variant / f"seed{seed}"
+    run_dir = cell_runner.cell_path(runs_dir, f"{variant}/seed{seed}/run").parent
     export_dir = run_dir / "export"
     return (run_dir, train_overrides(budget, variant, seed, extra, export_dir),
             eval_overrides(budget, extra, [*MODEL_SCORER, f"model_path={export_dir}"]))
@@ -207,7 +211,7 @@ def run_one(budget: Budget, variant: str, seed: int, extra: Sequence[str], runs_
         "metrics": flat_metrics(evaluation), "best_of_n": evaluation.get(E.BEST_OF_N),
     }
     record = to_json(record)
-    record_path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    cell_runner.write_json_atomically(record_path, record)
     return record
 
 
@@ -256,7 +260,7 @@ def run_proxy(budget: Budget, extra: Sequence[str], runs_dir: Path) -> dict[str,
     record = to_json({"eval_overrides": overrides, "eval_json": str(out_dir / "eval.json"),
                       "metrics": flat_metrics(evaluation), "best_of_n": evaluation.get(E.BEST_OF_N),
                       "data_context": data_context(evaluation)})
-    record_path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    cell_runner.write_json_atomically(record_path, record)
     return record
 
 

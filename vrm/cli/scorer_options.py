@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vrm.config.eval import MAX_UNCERTAINTY_SAMPLES
+from vrm.config.rlhf import DEFAULT_CONSERVATIVE_SAMPLES
 from vrm.scoring.base import DEFAULT_RESPONSE_MARKER
 
 RESPONSE_MARKER_HELP = ("where the response starts in a full conversation text that the export's chat template did "
@@ -41,13 +43,24 @@ def add_scorer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="cast the model to this dtype (default: as saved; not with --scorer proxy)")
     parser.add_argument("--response-marker", default=None, help=RESPONSE_MARKER_HELP)
+    parser.add_argument("--conservative-lambda", type=float, default=None,
+                        help="VRM export: reward = mean - LAMBDA * std over posterior samples (the conservative "
+                             "reward); default: the deterministic reward")
+    parser.add_argument("--conservative-samples", type=count_option(2, MAX_UNCERTAINTY_SAMPLES), default=None,
+                        help="posterior samples of the conservative reward (default "
+                             f"{DEFAULT_CONSERVATIVE_SAMPLES}, at most {MAX_UNCERTAINTY_SAMPLES})")
 
 
 def check_scorer_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.scorer == "model" and args.model is None:
         parser.error("--model is required (or --scorer proxy)")
+    if args.conservative_lambda is not None and not 0 <= args.conservative_lambda < float("inf"):
+        parser.error(f"--conservative-lambda {args.conservative_lambda} must be a finite number >= 0")
+    if args.conservative_samples is not None and args.conservative_lambda is None:
+        parser.error("--conservative-samples needs --conservative-lambda")
     if args.scorer == "proxy":
-        for option, value in (("--model", args.model), ("--dtype", args.dtype)):
+        for option, value in (("--model", args.model), ("--dtype", args.dtype),
+                              ("--conservative-lambda", args.conservative_lambda)):
             if value is not None:
                 parser.error(f"{option} does not go with --scorer proxy")
     elif args.proxy_encoder is not None:
@@ -72,4 +85,6 @@ def build_scorer(args: argparse.Namespace):
     from vrm.scoring.scorer import RewardScorer
 
     return RewardScorer.from_pretrained(args.model, batch_size=args.batch_size or 32, device=args.device,
-                                        dtype=args.dtype, response_marker=args.response_marker)
+                                        dtype=args.dtype, response_marker=args.response_marker,
+                                        conservative_lambda=args.conservative_lambda,
+                                        conservative_samples=args.conservative_samples or DEFAULT_CONSERVATIVE_SAMPLES)

@@ -10,6 +10,7 @@ from hydra.core.config_store import ConfigStore
 
 from vrm.config.data import DataConfig, SyntheticConfig
 from vrm.config.eval import BestOfNConfig, EvalConfig, ModelScorerConfig, register_eval_configs
+from vrm.config.rlhf import RLHFConfig, register_rlhf_configs
 from vrm.config.train import (
     DEFAULT_OPTIMIZED_METRIC,
     EncoderConfig,
@@ -26,8 +27,9 @@ def register_configs() -> None:
     """Register the training and evaluation schemas with Hydra (idempotent)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     register_eval_configs()
+    register_rlhf_configs()
 
 
 __all__ = ["DataConfig", "SyntheticConfig", "EncoderConfig", "LoraConfig", "ModelConfig", "OptimConfig", "TrainerConfig",
            "PathsConfig", "TrainConfig", "EvalConfig", "ModelScorerConfig", "BestOfNConfig", "register_configs",
-           "register_eval_configs", "DEFAULT_OPTIMIZED_METRIC"]
+           "register_eval_configs", "DEFAULT_OPTIMIZED_METRIC", "RLHFConfig", "register_rlhf_configs"]

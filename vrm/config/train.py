@@ -93,7 +93,7 @@ class ModelConfig:
     #: ``vrm`` (variational reward model) or ``bt`` (plain Bradley-Terry baseline).
     type: str = "vrm"
     #: K, the number of latent objectives (Dirichlet weights).
-    num_objectives: int = 8
+    num_objectives: int = 5
     #: d, the size of the latent semantic features z.
     feature_dim: int = 16
     #: Per-objective score head g(z): ``linear`` or ``mlp``.
@@ -111,7 +111,7 @@ class ModelConfig:
     concentration_max: float = 1e3
     #: Monte Carlo samples of (w, z) per pair for the likelihood expectation.
     num_samples: int = 4
-    beta_w: float = 0.05
+    beta_w: float = 0.001
     beta_z: float = 0.05
     #: Linear KL annealing length in optimizer steps; None = ``kl_warmup_fraction`` of training.
     kl_warmup_steps: int | None = None
@@ -122,8 +122,18 @@ class ModelConfig:
     center_coef: float = 0.0
     #: lambda_aspect: weight of the per-aspect loss (used only when the data has aspect ratings).
     aspect_coef: float = 1.0
-    #: ``bt`` or ``mse`` per-aspect loss on g_k(mu_z).
-    aspect_loss: str = "bt"
+    #: ``diff``, ``bt`` or ``mse`` per-aspect loss on g_k(mu_z) (docs/method.md, section 4).
+    aspect_loss: str = "diff"
+    #: The reward's global scale: ``fixed`` (r = w^T g) or ``learned`` (r = exp(s) w^T g, s one learned scalar), so
+    #: that the likelihood can sharpen margins without pushing w to a corner of the simplex.
+    reward_scale: str = "learned"
+    #: What trains the rated objectives' scores g_k (k < A for A rated aspects): ``joint`` (the preference likelihood
+    #: and the aspect loss) or ``aspects`` (the aspect loss only: the likelihood's gradient stops at them, so the
+    #: preferences train w and the scale, and a cue that predicts labels has no direct path into the rated scores).
+    #: A batch without ratings trains as ``joint``.
+    score_training: str = "joint"
+    #: Learning rate of this model's heads; None = ``optim.head_lr`` (``conf/model/bt.yaml`` keeps BT there).
+    head_lr: float | None = 0.01
     #: Pyro's argument and support checks of every distribution in the ELBO (pyro.validation_enabled). A
     #: debugging aid: about a quarter of the heads' step time; without it an invalid parameter shows up as a
     #: non-finite loss, which max_nonfinite_batches reports with its step and batch.

@@ -39,6 +39,7 @@ from vrm.config.validation import check_rules
 from vrm.data.files import check_output_folder, folder_lock, staged_outputs, write_text_atomically
 from vrm.data.loading import load_preference_data
 from vrm.data.rewardbench2_items import BestOfNItem
+from vrm.data.synthetic import ATTRIBUTES
 from vrm.evaluation import metrics as m
 from vrm.evaluation import plots
 from vrm.evaluation import rewardbench as rb
@@ -51,6 +52,7 @@ from vrm.evaluation.report import (
     BY_SUBSET,
     CALIBRATION,
     CONFIG,
+    CUE_VARIANCE,
     DATA,
     EVAL_JSON,
     LENGTH,
@@ -71,6 +73,7 @@ from vrm.evaluation.report import (
     SPLITS,
     SPURIOUS,
     TRUE_REWARD_ACCURACY,
+    TRUE_WEIGHTS_BY_SUBSET,
     UNCERTAINTY,
     WEIGHTS_BY_SUBSET,
     format_report,
@@ -87,6 +90,7 @@ from vrm.evaluation.synthetic_eval import (
     score_best_of_n,
     weight_recovery_report,
 )
+from vrm.evaluation.variance import split_cue_variance
 from vrm.scoring.base import Scorer
 from vrm.scoring.scorer import RewardScorer
 
@@ -238,6 +242,7 @@ def split_metrics(scores: SplitScores, rows: Sequence[Mapping[str, Any]], *, lab
                                                            [row["true_reward_rejected"] for row in rows])
         side = ["chosen" if row["spurious_chosen"] else "rejected" for row in rows]
         by_side = m.accuracy_by_group(chosen, rejected, side)
+        result[CUE_VARIANCE] = split_cue_variance(chosen, rejected, list(rows))
         result[SPURIOUS] = {ACC_OPENER_ON_CHOSEN: by_side.get("chosen", math.nan),
                             ACC_OPENER_ON_REJECTED: by_side.get("rejected", math.nan),
                             "n_opener_on_chosen": side.count("chosen"),
@@ -255,7 +260,10 @@ def split_metrics(scores: SplitScores, rows: Sequence[Mapping[str, Any]], *, lab
             SCORE_STD: scores.objective_scores.std(axis=0),
         }
         if "true_weights" in rows[0]:
-            result[m.WEIGHT_RECOVERY] = weight_recovery_report(scores.weights, [row["true_weights"] for row in rows])
+            true_weights = np.asarray([row["true_weights"] for row in rows], dtype=np.float64)
+            result[m.WEIGHT_RECOVERY] = weight_recovery_report(scores.weights, true_weights)
+            result[OBJECTIVES][TRUE_WEIGHTS_BY_SUBSET] = {g: true_weights[idx].mean(axis=0)
+                                                          for g, idx in members.items()}
     if scores.reward_std_chosen is not None:
         result[UNCERTAINTY] = m.uncertainty_vs_error(scores.reward_std_chosen, scores.reward_std_rejected,
                                                      chosen > rejected)
@@ -274,7 +282,10 @@ def split_plots(split: str, scores: SplitScores, result: Mapping[str, Any], out_
         matched = result.get(m.WEIGHT_RECOVERY, {}).get(MATCHED_OBJECTIVE)
         names = objective_names(result[OBJECTIVES]["num_objectives"], matched)
         path = plots.plot_weight_heatmap(result[OBJECTIVES][WEIGHTS_BY_SUBSET], out_dir / f"{split}_{PLOT_WEIGHTS}.png",
-                                         objective_names=names, title=f"Mean E[w|x] per subset ({split})")
+                                         objective_names=names, title=f"Mean E[w|x] per subset ({split})",
+                                         true_weights_by_category=result[OBJECTIVES].get(TRUE_WEIGHTS_BY_SUBSET),
+                                         true_names=ATTRIBUTES if TRUE_WEIGHTS_BY_SUBSET in result[OBJECTIVES]
+                                         else None)
         written[PLOT_WEIGHTS] = path.name
         path = plots.plot_score_distributions(scores.objective_scores, out_dir / f"{split}_{PLOT_SCORES}.png",
                                               objective_names=names, title=f"Per-objective scores ({split})")

@@ -63,30 +63,49 @@ def plot_reliability(bins: ReliabilityBins, path: str | Path, title: str = "Reli
 
 def plot_weight_heatmap(weights_by_category: Mapping[str, np.ndarray], path: str | Path, *,
                         objective_names: Sequence[str] | None = None,
-                        title: str = "Mean objective weights per category") -> Path:
-    """Heat map of objective weights: one row per category, one column per objective."""
+                        title: str = "Mean objective weights per category",
+                        true_weights_by_category: Mapping[str, np.ndarray] | None = None,
+                        true_names: Sequence[str] | None = None) -> Path:
+    """Heat map of objective weights: one row per category, one column per objective.
+
+    With ``true_weights_by_category`` (the same categories) the true weights are drawn beside the learned ones on one
+    colour scale, from 0 to the larger maximum of the two, so a near-uniform E[w|x] looks as flat as it is.
+    """
     if not weights_by_category:
         raise ValueError("weights_by_category must not be empty")
-    rows = {name: np.asarray(weights, dtype=np.float64) for name, weights in weights_by_category.items()}
-    shapes = {name: row.shape for name, row in rows.items()}
-    if len(set(shapes.values())) != 1 or any(len(shape) != 1 or shape[0] == 0 for shape in shapes.values()):
-        raise ValueError(f"weights_by_category must map to non-empty 1-D arrays of one length K, got shapes {shapes}")
-    matrix = np.stack(list(rows.values()))  # (C, K)
-    labels = _objective_labels(matrix.shape[1], objective_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * matrix.shape[1], 1.5 + 0.45 * matrix.shape[0]))
-    image = ax.imshow(matrix, cmap="viridis", aspect="auto")
-    if matrix.size <= 200:
-        threshold = matrix.min() + (matrix.max() - matrix.min()) / 2
-        for (row, col), value in np.ndenumerate(matrix):
-            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="black" if value > threshold else "white")
-    ax.set_xticks(range(matrix.shape[1]), labels, rotation=45, ha="right")
-    ax.set_yticks(range(matrix.shape[0]), list(rows))
-    ax.set_xlabel("objective")
-    ax.set_ylabel("category")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="weight")
+    matrix, categories = _weight_matrix(weights_by_category, "weights_by_category")
+    panels = [(matrix, _objective_labels(matrix.shape[1], objective_names), title)]
+    if true_weights_by_category is not None:
+        true_matrix, true_categories = _weight_matrix(true_weights_by_category, "true_weights_by_category")
+        if true_categories != categories:
+            raise ValueError(f"true_weights_by_category has categories {true_categories}, the learned weights "
+                             f"{categories}")
+        panels.append((true_matrix, _objective_labels(true_matrix.shape[1], true_names), "true weights"))
+    vmax = max(float(p[0].max()) for p in panels)
+    width = sum(1.0 + 0.7 * p[0].shape[1] for p in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width + 1.0, 1.5 + 0.45 * matrix.shape[0]), squeeze=False)
+    for ax, (values, labels, panel_title) in zip(axes[0], panels):
+        image = ax.imshow(values, cmap="viridis", aspect="auto", vmin=0.0, vmax=vmax)
+        if values.size <= 200:
+            for (row, col), value in np.ndenumerate(values):
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if value > vmax / 2 else "white")
+        ax.set_xticks(range(values.shape[1]), labels, rotation=45, ha="right")
+        ax.set_yticks(range(values.shape[0]), categories)
+        ax.set_xlabel("objective")
+        spread = float(np.mean(values.max(axis=1) - values.min(axis=1)))
+        ax.set_title(f"{panel_title}\n(mean max-min per row {spread:.2f})", fontsize=9)
+    axes[0][0].set_ylabel("category")
+    fig.colorbar(image, ax=list(axes[0]), label="weight (one scale)")
     return _save(fig, path)
+
+
+def _weight_matrix(weights_by_category: Mapping[str, np.ndarray], name: str) -> tuple[np.ndarray, list[str]]:
+    rows = {category: np.asarray(weights, dtype=np.float64) for category, weights in weights_by_category.items()}
+    shapes = {category: row.shape for category, row in rows.items()}
+    if len(set(shapes.values())) != 1 or any(len(shape) != 1 or shape[0] == 0 for shape in shapes.values()):
+        raise ValueError(f"{name} must map to non-empty 1-D arrays of one length K, got shapes {shapes}")
+    return np.stack(list(rows.values())), list(rows)
 
 
 def plot_score_distributions(scores: np.ndarray, path: str | Path, *,

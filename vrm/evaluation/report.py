@@ -10,7 +10,19 @@ import numpy as np
 
 from vrm.evaluation import metrics as m
 from vrm.evaluation import rewardbench as rb
-from vrm.evaluation.synthetic_eval import BON_NS, BON_ORACLE, BON_OWN, BON_SPEARMAN, BON_SPURIOUS, BON_TRUE
+from vrm.evaluation.synthetic_eval import (
+    BON_NS,
+    BON_ORACLE,
+    BON_OWN,
+    BON_SPEARMAN,
+    BON_SPURIOUS,
+    BON_TRUE,
+    ENTROPY,
+    SPREAD,
+    TRUE_ENTROPY,
+    TRUE_SPREAD,
+)
+from vrm.evaluation.variance import CUE_SHARE, TRUTH_SHARE
 
 EVAL_JSON = "eval.json"
 
@@ -33,6 +45,9 @@ LENGTH_UNIT = "unit"
 UNCERTAINTY = "uncertainty"
 OBJECTIVES = "objectives"
 WEIGHTS_BY_SUBSET = "weights_by_subset"
+TRUE_WEIGHTS_BY_SUBSET = "true_weights_by_subset"
+#: The synthetic splits' variance decomposition of the reward differences (vrm.evaluation.variance).
+CUE_VARIANCE = "cue_variance"
 SCORE_MEAN = "score_mean"
 SCORE_STD = "score_std"
 TRUE_REWARD_ACCURACY = "true_reward_accuracy"
@@ -86,11 +101,18 @@ def format_report(results: Mapping[str, Any]) -> str:
 
     synthetic = [s for s, r in splits.items() if TRUE_REWARD_ACCURACY in r]
     if synthetic:
-        header = ["split", "true-reward acc", "acc opener on chosen", "acc opener on rejected", "weight recovery"]
-        rows = [[s, splits[s][TRUE_REWARD_ACCURACY], splits[s][SPURIOUS][ACC_OPENER_ON_CHOSEN],
-                 splits[s][SPURIOUS][ACC_OPENER_ON_REJECTED],
-                 splits[s].get(m.WEIGHT_RECOVERY, {}).get(m.WEIGHT_RECOVERY)] for s in synthetic]
-        lines += ["", "Synthetic benchmark:", ""] + _table(header, rows)
+        header = ["split", "true-reward acc", "acc opener on chosen", "acc opener on rejected", "weight recovery",
+                  "weight spread (true)", "weight entropy (true)", "cue share of reward variance", "truth share"]
+        rows = []
+        for s in synthetic:
+            recovery, variance = splits[s].get(m.WEIGHT_RECOVERY, {}), splits[s].get(CUE_VARIANCE, {})
+            pair = [f"{_cell(recovery.get(a))} ({_cell(recovery.get(b))})" if recovery else None
+                    for a, b in ((SPREAD, TRUE_SPREAD), (ENTROPY, TRUE_ENTROPY))]
+            rows.append([s, splits[s][TRUE_REWARD_ACCURACY], splits[s][SPURIOUS][ACC_OPENER_ON_CHOSEN],
+                         splits[s][SPURIOUS][ACC_OPENER_ON_REJECTED], recovery.get(m.WEIGHT_RECOVERY), *pair,
+                         variance.get(CUE_SHARE), variance.get(TRUTH_SHARE)])
+        lines += ["", "Synthetic benchmark (weight spread: mean per-prompt max - min of E[w|x]; cue share: the variance "
+                  "of the reward differences only the cue explains, vrm.evaluation.variance):", ""] + _table(header, rows)
 
     uncertain = [s for s, r in splits.items() if UNCERTAINTY in r]
     if uncertain:

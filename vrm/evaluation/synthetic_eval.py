@@ -25,6 +25,11 @@ from vrm.scoring.base import Scorer
 # Keys of :func:`weight_recovery_report`.
 MATCHED_OBJECTIVE = "matched_objective"
 MATCHED_CORRELATION = "matched_correlation"
+#: Mean per-prompt (max - min) of the learned and of the true weights, mean entropy of each, and the fraction of the
+#: rated aspects matched to their own objective (the i-th aspect to objective i, where the aspect loss ties them).
+SPREAD, TRUE_SPREAD = "spread", "true_spread"
+ENTROPY, TRUE_ENTROPY = "entropy", "true_entropy"
+OWN_OBJECTIVE = "matched_to_own_objective"
 
 # Keys of :func:`best_of_n_report` (curves are lists aligned with ``ns``).
 BON_NS = "ns"
@@ -53,7 +58,22 @@ def weight_recovery_report(learned: np.ndarray, true: np.ndarray,
         WEIGHT_RECOVERY: float(np.mean(correlations)),
         MATCHED_OBJECTIVE: {name: int(k) for name, k in zip(true_names, assignment)},
         MATCHED_CORRELATION: {name: float(c) for name, c in zip(true_names, correlations)},
+        SPREAD: weight_spread(learned), TRUE_SPREAD: weight_spread(true),
+        ENTROPY: mean_entropy(learned), TRUE_ENTROPY: mean_entropy(true),
+        OWN_OBJECTIVE: float(np.mean(assignment == np.arange(len(assignment)))),
     }
+
+
+def weight_spread(weights: np.ndarray) -> float:
+    """Mean over rows of (max - min) of a ``(N, K)`` array of weight vectors: 0 for uniform weights."""
+    weights = np.asarray(weights, dtype=np.float64)
+    return float(np.mean(weights.max(axis=1) - weights.min(axis=1)))
+
+
+def mean_entropy(weights: np.ndarray) -> float:
+    """Mean Shannon entropy (nats) of the rows of ``(N, K)`` weight vectors (ln K for uniform weights)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    return float(np.mean(-(weights * np.log(np.clip(weights, 1e-12, None))).sum(axis=1)))
 
 
 @dataclass(frozen=True)

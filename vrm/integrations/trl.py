@@ -21,11 +21,14 @@ from typing import Any
 import torch
 
 from vrm.data.schema import Message
-from vrm.scoring.scorer import RewardScorer
+from vrm.scoring.scorer import DEFAULT_CONSERVATIVE_SAMPLES, RewardScorer
 
 
 class RewardFunction:
     """``reward_funcs=[RewardFunction(EXPORT)]``: one ``vrm-score`` reward per (prompt, completion).
+
+    ``conservative_lambda`` (a VRM export) makes it the conservative reward ``mean - lambda * std`` over
+    ``conservative_samples`` posterior samples (``vrm-score --conservative-lambda``).
 
     Prompts are strings or message lists; completions are strings or message lists (TRL's conversational form:
     the assistant message, after any tool turns, which then join the prompt). ``device`` ``auto`` is the first CUDA
@@ -33,11 +36,19 @@ class RewardFunction:
     """
 
     def __init__(self, model: str | Path | RewardScorer, batch_size: int = 32, device: str | torch.device = "auto",
-                 dtype: str | torch.dtype | None = None):
-        self.scorer = model if isinstance(model, RewardScorer) else RewardScorer.from_pretrained(
-            model, batch_size=batch_size, device=device, dtype=dtype)
+                 dtype: str | torch.dtype | None = None, conservative_lambda: float | None = None,
+                 conservative_samples: int = DEFAULT_CONSERVATIVE_SAMPLES):
+        if isinstance(model, RewardScorer):
+            if conservative_lambda is not None:
+                raise ValueError("pass conservative_lambda to the RewardScorer itself, or give an export path")
+            self.scorer = model
+        else:
+            self.scorer = RewardScorer.from_pretrained(model, batch_size=batch_size, device=device, dtype=dtype,
+                                                       conservative_lambda=conservative_lambda,
+                                                       conservative_samples=conservative_samples)
         #: What TRL logs the reward under (``rewards/<name>``).
-        self.__name__ = f"vrm_{self.scorer.name}"
+        suffix = "" if self.scorer.conservative_lambda is None else f"_conservative{self.scorer.conservative_lambda:g}"
+        self.__name__ = f"vrm_{self.scorer.name}{suffix}"
 
     def __call__(self, prompts: Sequence[str | Sequence[Message]], completions: Sequence[str | Sequence[Message]],
                  **kwargs: Any) -> list[float]:

@@ -15,6 +15,8 @@ from transformers import PretrainedConfig
 
 #: The Bradley-Terry head: ``linear`` (a bias-free linear map of h(x, y)) or ``mlp`` (VRM's head capacity).
 BT_HEADS = ("linear", "mlp")
+#: The VRM reward's global scale: ``fixed`` (r = w^T g) or ``learned`` (r = exp(s) w^T g, s one scalar parameter).
+REWARD_SCALES = ("fixed", "learned")
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -42,6 +44,12 @@ class VRMHead(nn.Module):
         self.weight_prior = _mlp(hidden_size, hid, k) if config.weight_prior == "learned" else None
         self.feature_posterior = nn.Linear(hidden_size, 2 * d)
         self.score_head = nn.Linear(d, k) if config.score_head == "linear" else _mlp(d, hid, k)
+        learned_scale = getattr(config, "reward_scale", "fixed") == "learned"
+        self.log_reward_scale = nn.Parameter(torch.zeros(())) if learned_scale else None
+
+    def reward_scale(self) -> torch.Tensor | float:
+        """exp(s), the reward's learned global scale (1.0 when it is fixed)."""
+        return 1.0 if self.log_reward_scale is None else self.log_reward_scale.exp()
 
     def concentration(self, logits: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -85,11 +93,12 @@ class VRMHead(nn.Module):
         return self.rewards(self.scoring_weights(h_x), self.feature_posterior_params(h_xy)[0])
 
     def rewards(self, weights: torch.Tensor, mu: torch.Tensor) -> VRMHeadOutput:
-        """r = E[w | x]^T g(mu) from (B, K) weights and (R * B, d) posterior means (R responses per prompt)."""
+        """r = exp(s) E[w | x]^T g(mu) (exp(s) = 1 unless the scale is learned) from (B, K) weights and (R * B, d) posterior means (R responses per prompt)."""
         scores = self.score_head(mu)
         repeats = mu.shape[0] // weights.shape[0]
         row_weights = weights if repeats == 1 else weights.repeat(repeats, 1)
-        return VRMHeadOutput(reward=(row_weights * scores).sum(-1), weights=weights, objective_scores=scores)
+        reward = self.reward_scale() * (row_weights * scores).sum(-1)
+        return VRMHeadOutput(reward=reward, weights=weights, objective_scores=scores)
 
     def sample_rewards(self, h_xy: torch.Tensor, h_x: torch.Tensor, num_samples: int) -> torch.Tensor:
         """(S, B) rewards with w and z drawn from the posterior (prior net for a pair posterior)."""
@@ -101,7 +110,7 @@ class VRMHead(nn.Module):
             w = torch.full_like(w, 1.0 / w.shape[-1])
         z = torch.distributions.Normal(mu, sigma).sample((num_samples,)) if self.config.use_feature_latent \
             else mu.expand(num_samples, *mu.shape)
-        return (w * self.score_head(z)).sum(-1)
+        return self.reward_scale() * (w * self.score_head(z)).sum(-1)
 
 
 class BTHead(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .heads import BT_HEADS, BTHead, VRMHead
+from .heads import BT_HEADS, REWARD_SCALES, BTHead, VRMHead
 from .pooling import (
     POOLINGS,
     find_prompt_lengths,
@@ -63,6 +63,7 @@ class VRMConfig(PretrainedConfig):
         concentration_max: float = 1e3,
         use_weight_latent: bool = True,
         use_feature_latent: bool = True,
+        reward_scale: str = "fixed",
         bt_head: str = "linear",
         bt_aspect_heads: int = 0,
         max_sequence_length: int = 512,
@@ -90,6 +91,7 @@ class VRMConfig(PretrainedConfig):
         self.concentration_max = concentration_max
         self.use_weight_latent = use_weight_latent
         self.use_feature_latent = use_feature_latent
+        self.reward_scale = reward_scale
         self.bt_head = bt_head
         self.bt_aspect_heads = bt_aspect_heads
         # How (prompt, response) become ids (vrm.data.tokenize.PairEncoder), so scorers tokenise as training did.
@@ -115,6 +117,7 @@ class VRMConfig(PretrainedConfig):
             (self.weight_posterior in ("prompt", "pair"), "weight_posterior", self.weight_posterior,
              ("prompt", "pair")),
             (self.weight_prior in ("fixed", "learned"), "weight_prior", self.weight_prior, ("fixed", "learned")),
+            (self.reward_scale in REWARD_SCALES, "reward_scale", self.reward_scale, REWARD_SCALES),
             (self.bt_head in BT_HEADS, "bt_head", self.bt_head, BT_HEADS),
         ]
         for ok, key, value, allowed in checks:
@@ -166,6 +169,9 @@ class RewardModelOutput(SequenceClassifierOutput):
     objective_scores: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     reward_std: torch.Tensor | None = None
+    #: (S, B) rewards with w and z drawn from the posterior (``num_samples`` S > 0, VRM head); ``reward_std`` is their
+    #: standard deviation over S (unbiased).
+    reward_samples: torch.Tensor | None = None
 
 
 def build_encoder(encoder_config: dict) -> PreTrainedModel:
@@ -340,12 +346,14 @@ class VRMForSequenceClassification(PreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         h_xy, h_x = self.representations(input_ids, attention_mask, token_type_ids, prompt_lengths)
         out = self.head(h_xy, h_x)
-        reward_std = None
+        reward_std = samples = None
         if num_samples > 0 and self.config.head == "vrm":
-            reward_std = self.head.sample_rewards(h_xy, h_x, num_samples).std(dim=0)
+            samples = self.head.sample_rewards(h_xy, h_x, num_samples)  # (S, B)
+            reward_std = samples.std(dim=0)
         return RewardModelOutput(
             logits=out.reward.unsqueeze(-1),
             objective_scores=out.objective_scores if return_details else None,
             weights=out.weights if return_details else None,
             reward_std=reward_std,
+            reward_samples=samples if return_details else None,
         )

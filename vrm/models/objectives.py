@@ -60,7 +60,9 @@ def centering_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -
     return ((reward_chosen + reward_rejected) ** 2).mean()
 
 
-ASPECT_LOSSES = ("bt", "mse")
+ASPECT_LOSSES = ("bt", "mse", "diff")
+#: What trains the rated objectives' scores: the likelihood and the aspect loss (``joint``), or the aspect loss only.
+SCORE_TRAINING = ("joint", "aspects")
 
 
 def aspect_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, a_pos: torch.Tensor, a_neg: torch.Tensor,
@@ -68,8 +70,13 @@ def aspect_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, a_pos: torch.Tensor, a
     """L_aspect of (B, A) aspect scores against (B, A) ratings of chosen and rejected; NaN ratings are ignored.
 
     ``bt``: -log sigmoid(sign(a+ - a-) (s+ - s-)) over the aspects rated differently on both sides; ``mse``: the
-    mean of (s - a)^2 over every rating.
+    mean of (s - a)^2 over every rating; ``diff``: the mean of ((s+ - s-) - (a+ - a-))^2 over the aspects rated on
+    both sides (the ratings' scale, not their offset, which cancels in every comparison).
     """
+    if kind == "diff":
+        valid = ~torch.isnan(a_pos) & ~torch.isnan(a_neg)
+        err = (s_pos - s_neg) - torch.nan_to_num(a_pos - a_neg)
+        return torch.where(valid, err ** 2, torch.zeros_like(err)).sum() / valid.sum().clamp_min(1)
     if kind == "mse":
         terms = [(s - a) ** 2 for s, a in ((s_pos, a_pos), (s_neg, a_neg))]
         valid = [~torch.isnan(a) for a in (a_pos, a_neg)]
@@ -150,7 +157,7 @@ class VRMObjective(nn.Module):
 
     def __init__(self, head: VRMHead, *, num_samples: int = 4, beta_w: float = 0.05, beta_z: float = 0.05,
                  tau: float = 1.0, center_coef: float = 0.0, aspect_coef: float = 1.0, aspect_loss: str = "bt",
-                 validate_distributions: bool = False):
+                 score_training: str = "joint", validate_distributions: bool = False):
         super().__init__()
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -159,7 +166,12 @@ class VRMObjective(nn.Module):
         if tau <= 0:
             raise ValueError(f"tau={tau} must be > 0")
         _check_aspect_loss(aspect_loss)
+        if score_training not in SCORE_TRAINING:
+            raise ValueError(f"score_training={score_training!r} is not one of {SCORE_TRAINING}")
         self.head = head
+        self.score_training = score_training
+        #: Rated objectives whose scores the likelihood must not train in the current step (score_training=aspects).
+        self._frozen_scores = 0
         self.beta_w, self.beta_z, self.tau = beta_w, beta_z, tau
         self.center_coef, self.aspect_coef, self.aspect_loss = center_coef, aspect_coef, aspect_loss
         self.num_samples = num_samples
@@ -182,7 +194,11 @@ class VRMObjective(nn.Module):
         return VariationalParams(alpha_q, alpha_p, mu, sigma)
 
     def _reward(self, w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return (w * self.head.score_head(z)).sum(-1)
+        scores = self.head.score_head(z)
+        if self._frozen_scores:  # the likelihood's gradient stops at the rated objectives' scores
+            a = self._frozen_scores
+            scores = torch.cat([scores[..., :a].detach(), scores[..., a:]], dim=-1)
+        return self.head.reward_scale() * (w * scores).sum(-1)
 
     def model(self, params: VariationalParams, scale_w: float, scale_z: float):
         cfg, n = self.config, params.mu.shape[0] // 2
@@ -245,6 +261,9 @@ class VRMObjective(nn.Module):
                 aspects: tuple[torch.Tensor, torch.Tensor] | None = None) -> ObjectiveOutput:
         n = h_x.shape[0]
         scale_w, scale_z = annealed(self.beta_w, progress), annealed(self.beta_z, progress)
+        use_aspects = aspects is not None and aspects[0].shape[-1] > 0 and bool(self.aspect_coef)
+        self._frozen_scores = min(aspects[0].shape[-1], self.config.num_objectives) \
+            if use_aspects and self.score_training == "aspects" else 0
         with pyro.validation_enabled(self.validate_distributions):
             params = self.variational_params(h_x, h_chosen, h_rejected)
             loss = self.elbo.differentiable_loss(self.model, self.guide, params, scale_w, scale_z) / n
@@ -252,7 +271,6 @@ class VRMObjective(nn.Module):
                 terms = self.kl_terms(params)
         # The ELBO is exactly the MC likelihood term plus the scaled analytic KLs; recover the former.
         terms["nll"] = loss.detach() - scale_w * terms.get("kl_w", 0.0) - scale_z * terms.get("kl_z", 0.0)
-        use_aspects = aspects is not None and aspects[0].shape[-1] > 0 and bool(self.aspect_coef)
         # The deterministic rewards need gradients only for the extra losses.
         with torch.set_grad_enabled(torch.is_grad_enabled() and (bool(self.center_coef) or use_aspects)):
             weights = self.head.scoring_weights(h_x, params.alpha_q, params.alpha_p)
@@ -262,8 +280,13 @@ class VRMObjective(nn.Module):
             terms["center"] = centering_loss(r_pos, r_neg)
             loss = loss + self.center_coef * terms["center"]
         if use_aspects:
-            terms["aspect"] = self.aspect_term(h_chosen, h_rejected, aspects,
-                                               scores=(out.objective_scores[:n], out.objective_scores[n:]))
+            scores = out.objective_scores
+            if self._frozen_scores and self.config.use_feature_latent:
+                # The ratings alone train the rated scores, so they also set the features' noise: the aspect loss
+                # reads a reparameterised draw of z, not its mean (else nothing but KL_z would shape sigma, and its
+                # noise would only blur the likelihood).
+                scores = self.head.score_head(params.mu + params.sigma * torch.randn_like(params.sigma))
+            terms["aspect"] = self.aspect_term(h_chosen, h_rejected, aspects, scores=(scores[:n], scores[n:]))
             loss = loss + self.aspect_coef * terms["aspect"]
         terms["entropy_w"] = dirichlet_entropy_of_mean(out.weights).mean()
         terms["beta_w"] = torch.tensor(scale_w)

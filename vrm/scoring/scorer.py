@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from vrm.config.eval import MAX_UNCERTAINTY_SAMPLES
+from vrm.config.rlhf import DEFAULT_CONSERVATIVE_SAMPLES
 from vrm.data.contract import (
     ContractError,
     InputContract,
@@ -113,6 +114,26 @@ def check_safetensors_only(path: str | Path) -> Path:
     return path
 
 
+def conservative_reward(samples: torch.Tensor, risk_lambda: float) -> torch.Tensor:
+    """(B,) ``mean - lambda * std`` over the sample axis of (S, B) posterior rewards (unbiased std, as Coste et al.
+    2024's uncertainty-weighted ensemble reward)."""
+    return samples.mean(dim=0) - risk_lambda * samples.std(dim=0)
+
+
+def check_conservative(model: PreTrainedModel, risk_lambda: float | None, num_samples: int) -> None:
+    """A conservative reward needs a VRM head (a posterior to sample), lambda >= 0 and at least 2 samples."""
+    if risk_lambda is None:
+        return
+    if not 0 <= risk_lambda < float("inf"):
+        raise ValueError(f"conservative_lambda={risk_lambda} must be a finite number >= 0")
+    if not 2 <= num_samples <= MAX_UNCERTAINTY_SAMPLES:
+        raise ValueError(f"conservative_samples={num_samples} must be in [2, {MAX_UNCERTAINTY_SAMPLES}] (a standard "
+                         "deviation needs two samples; the samples of a batch are held at once)")
+    if not isinstance(model, VRMForSequenceClassification) or model.config.head != "vrm":
+        raise ValueError("a conservative reward (mean - lambda * std over posterior samples) needs a VRM export "
+                         "(model_type vrm, head vrm): this model has no posterior to sample")
+
+
 class RewardScorer(Scorer):
     """Scores with an exported reward model (VRM or BT head, or a plain BT export), tokenising as training did.
 
@@ -125,9 +146,14 @@ class RewardScorer(Scorer):
     name = "reward_model"
 
     def __init__(self, model: PreTrainedModel, tokenizer, batch_size: int = 32, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype | None = None, response_marker: str | None = None):
+                 dtype: str | torch.dtype | None = None, response_marker: str | None = None,
+                 conservative_lambda: float | None = None, conservative_samples: int = DEFAULT_CONSERVATIVE_SAMPLES):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        check_conservative(model, conservative_lambda, conservative_samples)
+        #: With a lambda, ``reward`` is the conservative reward ``mean - lambda * std`` over posterior samples.
+        self.conservative_lambda = conservative_lambda
+        self.conservative_samples = conservative_samples
         self.device = resolve_device(device)
         dtype = resolve_dtype(dtype)
         self.model = model.eval().to(self.device, dtype=dtype) if dtype is not None else model.eval().to(self.device)
@@ -153,7 +179,9 @@ class RewardScorer(Scorer):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, batch_size: int = 32, device: str | torch.device = "cpu",
-                        dtype: str | torch.dtype | None = None, response_marker: str | None = None) -> RewardScorer:
+                        dtype: str | torch.dtype | None = None, response_marker: str | None = None,
+                        conservative_lambda: float | None = None,
+                        conservative_samples: int = DEFAULT_CONSERVATIVE_SAMPLES) -> RewardScorer:
         """Load an exported folder; safetensors weights only (a folder holding a pickle file is refused), every file
         checked against the export's ``vrm_manifest.json`` when it has one (a changed or truncated file is an
         :class:`~vrm.errors.IntegrityError` naming it)."""
@@ -177,7 +205,8 @@ class RewardScorer(Scorer):
         except (OSError, ValueError, RuntimeError) as err:
             raise IntegrityError(f"{path}: the tokenizer cannot be loaded ({type(err).__name__}: {err})") from err
         scorer = cls(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype,
-                     response_marker=response_marker)
+                     response_marker=response_marker, conservative_lambda=conservative_lambda,
+                     conservative_samples=conservative_samples)
         try:  # a chat template that raises is named once, at load, not on every line
             scorer.encode_pair("Hi", "Hello")
         except ContractError as err:
@@ -226,11 +255,15 @@ class RewardScorer(Scorer):
     def score_encoded(self, encoded: Sequence[EncodedSequence], num_samples: int = 0,
                       progress: bool | Callable[[int], None] = False, *,
                       question_types: Sequence[str | None] | None = None,
-                      references: Sequence[str | None] | None = None) -> dict[str, list]:
+                      references: Sequence[str | None] | None = None,
+                      return_samples: bool = False) -> dict[str, list]:
         """Rewards of encoded sequences; for a VRM also ``objective_scores``, ``weights`` (and ``reward_std``).
 
         ``progress``: True shows a tqdm bar on stderr; a callable is called with the number of sequences done.
-        ``question_types``, ``references``: ignored (as by :meth:`score`).
+        ``question_types``, ``references``: ignored (as by :meth:`score`). A conservative scorer
+        (``conservative_lambda``) draws ``num_samples`` posterior samples (``conservative_samples`` when 0) and gives
+        ``reward`` = their mean - lambda * std, plus ``reward_mean`` and ``reward_std``; ``return_samples`` adds the
+        samples themselves (``reward_samples``, S per sequence).
         """
         if not 0 <= num_samples <= MAX_UNCERTAINTY_SAMPLES:
             raise ValueError(f"num_samples={num_samples} must be in [0, {MAX_UNCERTAINTY_SAMPLES}] "
@@ -244,7 +277,7 @@ class RewardScorer(Scorer):
         bar = tqdm(total=len(encoded), unit="seq", desc="scoring", disable=progress is not True)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            for key, values in self._forward([encoded[i] for i in idx], num_samples).items():
+            for key, values in self._forward([encoded[i] for i in idx], num_samples, return_samples).items():
                 column = results.setdefault(key, [None] * len(encoded))
                 for i, v in zip(idx, values):
                     column[i] = v
@@ -254,23 +287,34 @@ class RewardScorer(Scorer):
         bar.close()
         return results
 
-    def _forward(self, batch: list[EncodedSequence], num_samples: int) -> dict[str, list]:
+    def _forward(self, batch: list[EncodedSequence], num_samples: int, return_samples: bool = False
+                 ) -> dict[str, list]:
         ids, mask = pad_sequences([e.input_ids for e in batch], self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         if not self.is_vrm_model:
             return {"reward": self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().tolist()}
+        if self.conservative_lambda is not None and num_samples < 2:
+            if num_samples == 1:
+                raise ValueError("a conservative reward needs num_samples >= 2 (or 0: conservative_samples)")
+            num_samples = self.conservative_samples
         # The ids alone, as every client passes them: the model finds the prompt/response boundary itself.
         out = self.model(ids, mask, return_details=True, num_samples=num_samples)
         fields = {"reward": out.logits[:, 0], "objective_scores": out.objective_scores, "weights": out.weights,
                   "reward_std": out.reward_std}
+        if self.conservative_lambda is not None:
+            fields["reward_mean"] = out.reward_samples.mean(dim=0)
+            fields["reward"] = conservative_reward(out.reward_samples, self.conservative_lambda)
+        if return_samples and out.reward_samples is not None:
+            fields["reward_samples"] = out.reward_samples.T
         return {k: v.float().cpu().tolist() for k, v in fields.items() if v is not None}
 
     def score_details(self, prompts: Sequence[Prompt], responses: Sequence[str], num_samples: int = 0,
-                      progress: bool = False) -> dict[str, list]:
+                      progress: bool = False, return_samples: bool = False) -> dict[str, list]:
         """Rewards, and for a VRM the per-objective scores, weights and (``num_samples`` > 0) reward std."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        return self.score_encoded([self.encode_pair(p, r) for p, r in zip(prompts, responses)], num_samples, progress)
+        return self.score_encoded([self.encode_pair(p, r) for p, r in zip(prompts, responses)], num_samples, progress,
+                                  return_samples=return_samples)
 
     def score(self, prompts: Sequence[Prompt], responses: Sequence[str], *,
               question_types: Sequence[str] | None = None, references: Sequence[str] | None = None) -> list[float]:

@@ -49,6 +49,7 @@ def build_objective(net: VRMForSequenceClassification, model_cfg: dict[str, Any]
     return VRMObjective(net.head, num_samples=model_cfg["num_samples"], beta_w=model_cfg["beta_w"],
                         beta_z=model_cfg["beta_z"], tau=model_cfg["tau"], center_coef=model_cfg["center_coef"],
                         aspect_coef=model_cfg["aspect_coef"], aspect_loss=model_cfg["aspect_loss"],
+                        score_training=model_cfg.get("score_training", "joint"),
                         validate_distributions=model_cfg.get("validate_distributions", False))
 
 
@@ -267,7 +268,8 @@ class RewardModule(L.LightningModule):
         cfg = self.hparams.optim_cfg
         encoder_params = [p for p in self.net.encoder.parameters() if p.requires_grad]
         head_params = [p for p in self.net.head.parameters() if p.requires_grad]
-        groups = [{"params": head_params, "lr": cfg["head_lr"]}]
+        head_lr = self.hparams.model_cfg.get("head_lr")
+        groups = [{"params": head_params, "lr": cfg["head_lr"] if head_lr is None else head_lr}]
         if encoder_params and not self.frozen_encoder:
             groups.append({"params": encoder_params, "lr": cfg["lr"]})
         params = [p for group in groups for p in group["params"]]
