@@ -175,6 +175,10 @@ GRIDS["strength_v2"] = Grid("strength_v2", "frozen", CURVE_METHODS_V2,
 GRIDS["size_v2"] = Grid("size_v2", "frozen", CURVE_METHODS_V2,
                         tuple((DEFAULT_STRENGTH, n, CURVE_SEEDS) for n in (100, 1200, 3000)), FROZEN,
                         notes="Issue 20: the new default and the baselines at its head learning rate")
+GRIDS["finetune_v2"] = Grid("finetune_v2", "finetune", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
+                             ((DEFAULT_STRENGTH, 256, (0, 1, 2)),), FINETUNE, eval_sizes=(100, 150, 150),
+                             notes="Issue 20: the new default and the fair baseline at its head learning rate, fully "
+                                   "fine-tuned as the finetune grid")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))
@@ -447,7 +451,11 @@ def curves(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def summarise(results: Path, grids: dict[str, Grid], command: str) -> dict[str, Any]:
-    summary = summarise_cells(load_cells(results))
+    from experiments.robustness.latent_tables import write_latent_tables
+
+    cells = load_cells(results)
+    write_latent_tables(cells, results / "latents.md", command)
+    summary = summarise_cells(cells)
     (results / "results.json").write_text(json.dumps({"command": command, "summary": summary}, indent=1) + "\n")
     write_markdown(summary, grids, results / "results.md", command)
     found = curves(summary.get("frozen", {}))
