@@ -90,9 +90,12 @@ METHODS: dict[str, tuple[str, ...]] = {
     "bt_mlp_lr_0.01": ("model=bt", "model.bt_head=mlp", "optim.head_lr=0.01"),
     "bt_aspects_lr_0.01": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "optim.head_lr=0.01"),
     "bt_lr_0.01": ("model=bt", "optim.head_lr=0.01"),
+    # BT with aspect heads trained by the VRM's new aspect loss (conf/model/bt.yaml keeps `bt` for BT)
+    "bt_aspects_diff_lr_0.01": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "model.aspect_loss=diff",
+                                "optim.head_lr=0.01"),
 }
 BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
-              "bt_lr_0.01")
+              "bt_lr_0.01", "bt_aspects_diff_lr_0.01")
 #: Every method of the frozen curves, in table order.
 FROZEN_METHODS = ("bt", "bt_mlp", "bt_aspects", "vrm", "vrm_aspects", "vrm_aspects_no_w", "vrm_aspects_no_z",
                   "vrm_aspects_no_latents")
@@ -156,11 +159,11 @@ LATENT_METHODS = ("bt_mlp", "bt_aspects", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01"
                   "vrm_rated_no_latents", "vrm_rated_no_z", "vrm_rated_no_w", "vrm_rated_learned_prior",
                   "vrm_rated_joint", "vrm_rated_k8", "vrm_rated_lr_0.001", "bt", "bt_lr_0.01",
                   "vrm_rated_joint_no_latents", "vrm_rated_joint_no_w", "vrm_rated_joint_no_z",
-                  "vrm_rated_joint_no_ratings")
+                  "vrm_rated_joint_no_ratings", "bt_aspects_diff_lr_0.01")
 #: What the fresh seeds confirm: the fair baselines (at both head learning rates), the old default, the new one and
 #: the new one with both latents off.
 CONFIRM_METHODS = ("bt_mlp", "bt_aspects", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01", "vrm_v1", "vrm_rated_joint",
-                   "vrm_rated_joint_no_latents")
+                   "vrm_rated_joint_no_latents", "bt_aspects_diff_lr_0.01")
 #: The new default and the fair baselines at its head learning rate, added to the frozen curves.
 CURVE_METHODS_V2 = ("vrm_rated_joint", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01")
 GRIDS["latents_search"] = Grid("latents_search", "latents", LATENT_METHODS, ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),),
