@@ -182,6 +182,11 @@ GRIDS["finetune_v2"] = Grid("finetune_v2", "finetune", ("vrm_rated_joint", "bt_a
                              ((DEFAULT_STRENGTH, 256, (0, 1, 2)),), FINETUNE, eval_sizes=(100, 150, 150),
                              notes="Issue 20: the new default and the fair baseline at its head learning rate, fully "
                                    "fine-tuned as the finetune grid")
+GRIDS["finetune_long_v2"] = Grid("finetune_long_v2", "finetune_long", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
+                                  ((DEFAULT_STRENGTH, 512, (0, 1)),), (*FINETUNE, "trainer.max_epochs=2"),
+                                  eval_sizes=(100, 150, 150),
+                                  notes="Issue 20: the new default and the fair baseline at its head learning rate, as "
+                                        "the finetune_long grid")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))
