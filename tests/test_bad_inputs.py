@@ -335,7 +335,7 @@ def test_vrm_score_scores_both_responses_of_explicit_pairs_in_input_order(export
     for o, (good, bad, margin) in zip(out, want):
         assert (o["reward_chosen"], o["reward_rejected"]) == pytest.approx((good, bad), abs=1e-5)
         assert o["reward_margin"] == pytest.approx(margin, abs=1e-6)
-        assert len(o["objective_scores_chosen"]) == len(o["weights_rejected"]) == 8  # the VRM's extras, per side
+        assert len(o["objective_scores_chosen"]) == len(o["weights_rejected"]) == 5  # the VRM's extras (K = 5), per side
     if suffix != ".csv":
         assert out[0]["margin"] == 2.0  # the file's own margin column is kept, not overwritten
 

@@ -84,14 +84,20 @@ def test_eval_of_an_export_writes_every_metric_and_plot(tiny_vrm, tmp_path):
     objectives = test["objectives"]
     assert set(objectives["weights_by_subset"]) == {r["subset"] for r in rows}
     for weights in objectives["weights_by_subset"].values():
-        assert len(weights) == 8 and sum(weights) == pytest.approx(1.0)
-    assert len(objectives["score_mean"]) == 8
+        assert len(weights) == 5 and sum(weights) == pytest.approx(1.0)  # K = 5, the default
+    assert len(objectives["score_mean"]) == 5
+    for category, true_weights in objectives["true_weights_by_subset"].items():  # drawn beside them on one scale
+        assert true_weights == pytest.approx(CATEGORIES[category])
     uncertainty = test["uncertainty"]
     assert uncertainty[m.N_CORRECT] + uncertainty[m.N_WRONG] == 32
     assert uncertainty[m.STD_CORRECT] is None or uncertainty[m.STD_CORRECT] > 0
     recovery = test[m.WEIGHT_RECOVERY]
     assert -1 <= recovery[m.WEIGHT_RECOVERY] <= 1
     assert sorted(recovery[se.MATCHED_OBJECTIVE]) == sorted(ATTRIBUTES)
+    assert recovery[se.TRUE_SPREAD] == pytest.approx(se.weight_spread([r["true_weights"] for r in rows]))
+    assert 0 <= recovery[se.SPREAD] <= 1 and 0 <= recovery[se.ENTROPY] <= np.log(5) + 1e-9
+    shares = test["cue_variance"]  # the variance decomposition of the reward differences
+    assert shares["cue_share"] + shares["truth_share"] + shares["unexplained"] == pytest.approx(1.0)
     assert sum(test["calibration"]["counts"]) == 32
     for split in ("test", "shifted"):
         for name in results["splits"][split]["plots"].values():

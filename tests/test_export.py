@@ -158,7 +158,7 @@ def test_scorer_helpers_agree(models):
     chosen, rejected = scorer.score_pairs([PreferencePair.from_text(PROMPTS[0], RESPONSES[0], RESPONSES[3])])
     assert chosen[0] == pytest.approx(m.expected[0], abs=ATOL)
     details = scorer.score_details(PROMPTS, RESPONSES, num_samples=16)
-    assert len(details["objective_scores"][0]) == len(details["weights"][0]) == 8
+    assert len(details["objective_scores"][0]) == len(details["weights"][0]) == 5  # K = 5, the default
     assert sum(details["weights"][0]) == pytest.approx(1.0, abs=1e-5)
     assert all(s > 0 for s in details["reward_std"])
     half = RewardScorer.from_pretrained(m.export, dtype="bfloat16").score(PROMPTS, RESPONSES)
@@ -299,7 +299,7 @@ def test_manifest_hashes_every_file_and_the_card_has_config_and_metrics(models, 
     for package in ("torch", "transformers", "vrm", "safetensors", "pyro-ppl", "lightning"):
         assert manifest["packages"][package]
     card = (m.export / MODEL_CARD).read_text()
-    assert "val/acc" in card and "num_objectives: 8" in card and "beta_w" in card
+    assert "val/acc" in card and "num_objectives: 5" in card and "beta_w" in card
 
     # vrm-export from the command line reads the metrics from the run's CSV log (logger=csv).
     out = tmp_path / "cli_export"

@@ -374,5 +374,10 @@ def test_plots_reject_bad_inputs(tmp_path):
         plots.plot_best_of_n({"vrm": {1: 0.1}}, tmp_path / "bon.png", true_curve_name="gold")
     with pytest.raises(ValueError, match="shapes"):
         plots.plot_weight_heatmap({"a": np.ones(3), "b": np.ones(4)}, tmp_path / "heat.png")
+    with pytest.raises(ValueError, match="categories"):  # learned and true weights side by side need the same rows
+        plots.plot_weight_heatmap({"a": np.ones(3) / 3}, tmp_path / "heat.png", true_weights_by_category={"b": np.ones(2)})
+    both = plots.plot_weight_heatmap({"a": np.ones(3) / 3}, tmp_path / "both.png",
+                                     true_weights_by_category={"a": np.array([0.9, 0.1])}, true_names=["x", "y"])
+    assert _is_png(both)
     with pytest.raises(ValueError, match="metric 'y' has 2 values"):
         plots.plot_metric_vs_param([1, 2, 3], [0.5, 0.6], tmp_path / "x.png", "x", "y")

@@ -81,3 +81,26 @@ def test_a_tiny_grid_runs_and_bt_gets_the_response_features_vrm_cached(tmp_path,
     assert set(summary["tiny"]["p0.75_n24"]) == {"bt", "vrm_aspects"}
     assert "| bt |" in (tmp_path / "results" / "results.md").read_text()
     assert json.loads((tmp_path / "results" / "results.json").read_text())["command"] == "pytest"
+
+
+def test_the_latent_table_pairs_each_method_with_the_best_baseline_by_seed():
+    """Issue 20's table: weights and cue share at the picked epoch, and the shifted difference to the BT method of the
+    best mean shifted accuracy, paired by seed (by hand: VRM - bt_mlp = +0.1 and +0.3 -> 0.2 ± 0.141)."""
+    sys.path.insert(0, str(ROOT))
+    tables = importlib.import_module("experiments.robustness.latent_tables")
+
+    def cell(method, seed, shifted, recovery=None):
+        split = {"acc": 0.7, "cue_share": 0.1, "truth_share": 0.3}
+        test = {**split, **({} if recovery is None else {"weight_recovery": recovery, "spread": 0.4, "entropy": 1.3,
+                                                         "matched_to_own_objective": 1.0, "true_spread": 0.41,
+                                                         "true_entropy": 1.33})}
+        return {"cells": "latents", "method": method, "seed": seed, "strength": 0.75, "num_train": 400,
+                "epochs": [{"validation": {"acc": 0.7}, "test": test, "shifted": {**split, "acc": shifted}}]}
+
+    cells = [cell("bt", 0, 0.40), cell("bt", 1, 0.40), cell("bt_mlp", 0, 0.50), cell("bt_mlp", 1, 0.40),
+             cell("vrm_rated_joint", 0, 0.60, 0.5), cell("vrm_rated_joint", 1, 0.70, 0.7)]
+    lines = tables.latent_table(cells, "latents", ["bt", "bt_mlp", "vrm_rated_joint"])
+    assert lines[0].startswith("Best fair baseline on shifted: `bt_mlp`.")
+    row = next(line for line in lines if line.startswith("| vrm_rated_joint |"))
+    assert "| 0.600 ± 0.141 |" in row  # weight recovery over the two seeds
+    assert row.endswith("| 0.200 ± 0.141 | 2 |")

@@ -113,7 +113,7 @@ def test_score_returns_rewards_and_vrm_extras(client, scorer):
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["rewards"][:2] == pytest.approx(expected_rewards(scorer), abs=1e-5)
-    assert len(body["objective_scores"][0]) == len(body["weights"][0]) == 8
+    assert len(body["objective_scores"][0]) == len(body["weights"][0]) == 5  # K = 5, the default
     assert sum(body["weights"][0]) == pytest.approx(1.0, abs=1e-5)
     assert len(body["reward_std"]) == 3
     health = client.get("/health").json()

@@ -92,9 +92,12 @@ METHODS: dict[str, tuple[str, ...]] = {
     "bt_mlp_lr_0.01": ("model=bt", "model.bt_head=mlp", "optim.head_lr=0.01"),
     "bt_aspects_lr_0.01": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "optim.head_lr=0.01"),
     "bt_lr_0.01": ("model=bt", "optim.head_lr=0.01"),
+    # BT with aspect heads trained by the VRM's new aspect loss (conf/model/bt.yaml keeps `bt` for BT)
+    "bt_aspects_diff_lr_0.01": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "model.aspect_loss=diff",
+                                "optim.head_lr=0.01"),
 }
 BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
-              "bt_lr_0.01")
+              "bt_lr_0.01", "bt_aspects_diff_lr_0.01")
 #: Every method of the frozen curves, in table order.
 FROZEN_METHODS = ("bt", "bt_mlp", "bt_aspects", "vrm", "vrm_aspects", "vrm_aspects_no_w", "vrm_aspects_no_z",
                   "vrm_aspects_no_latents")
@@ -158,11 +161,11 @@ LATENT_METHODS = ("bt_mlp", "bt_aspects", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01"
                   "vrm_rated_no_latents", "vrm_rated_no_z", "vrm_rated_no_w", "vrm_rated_learned_prior",
                   "vrm_rated_joint", "vrm_rated_k8", "vrm_rated_lr_0.001", "bt", "bt_lr_0.01",
                   "vrm_rated_joint_no_latents", "vrm_rated_joint_no_w", "vrm_rated_joint_no_z",
-                  "vrm_rated_joint_no_ratings")
+                  "vrm_rated_joint_no_ratings", "bt_aspects_diff_lr_0.01")
 #: What the fresh seeds confirm: the fair baselines (at both head learning rates), the old default, the new one and
 #: the new one with both latents off.
 CONFIRM_METHODS = ("bt_mlp", "bt_aspects", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01", "vrm_v1", "vrm_rated_joint",
-                   "vrm_rated_joint_no_latents")
+                   "vrm_rated_joint_no_latents", "bt_aspects_diff_lr_0.01")
 #: The new default and the fair baselines at its head learning rate, added to the frozen curves.
 CURVE_METHODS_V2 = ("vrm_rated_joint", "bt_aspects_lr_0.01", "bt_mlp_lr_0.01")
 GRIDS["latents_search"] = Grid("latents_search", "latents", LATENT_METHODS, ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),),
@@ -177,6 +180,15 @@ GRIDS["strength_v2"] = Grid("strength_v2", "frozen", CURVE_METHODS_V2,
 GRIDS["size_v2"] = Grid("size_v2", "frozen", CURVE_METHODS_V2,
                         tuple((DEFAULT_STRENGTH, n, CURVE_SEEDS) for n in (100, 1200, 3000)), FROZEN,
                         notes="Issue 20: the new default and the baselines at its head learning rate")
+GRIDS["finetune_v2"] = Grid("finetune_v2", "finetune", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
+                             ((DEFAULT_STRENGTH, 256, (0, 1, 2)),), FINETUNE, eval_sizes=(100, 150, 150),
+                             notes="Issue 20: the new default and the fair baseline at its head learning rate, fully "
+                                   "fine-tuned as the finetune grid")
+GRIDS["finetune_long_v2"] = Grid("finetune_long_v2", "finetune_long", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
+                                  ((DEFAULT_STRENGTH, 512, (0, 1)),), (*FINETUNE, "trainer.max_epochs=2"),
+                                  eval_sizes=(100, 150, 150),
+                                  notes="Issue 20: the new default and the fair baseline at its head learning rate, as "
+                                        "the finetune_long grid")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))
@@ -453,7 +465,11 @@ def curves(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def summarise(results: Path, grids: dict[str, Grid], command: str) -> dict[str, Any]:
-    summary = summarise_cells(load_cells(results))
+    from experiments.robustness.latent_tables import write_latent_tables
+
+    cells = load_cells(results)
+    write_latent_tables(cells, results / "latents.md", command)
+    summary = summarise_cells(cells)
     (results / "results.json").write_text(json.dumps({"command": command, "summary": summary}, indent=1) + "\n")
     write_markdown(summary, grids, results / "results.md", command)
     found = curves(summary.get("frozen", {}))

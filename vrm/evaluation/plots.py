@@ -83,8 +83,10 @@ def plot_weight_heatmap(weights_by_category: Mapping[str, np.ndarray], path: str
         panels.append((true_matrix, _objective_labels(true_matrix.shape[1], true_names), "true weights"))
     vmax = max(float(p[0].max()) for p in panels)
     width = sum(1.0 + 0.7 * p[0].shape[1] for p in panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(width + 1.0, 1.5 + 0.45 * matrix.shape[0]), squeeze=False)
-    for ax, (values, labels, panel_title) in zip(axes[0], panels):
+    ratios = [p[0].shape[1] for p in panels] + [0.25]  # the panels, then the one colour bar
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(width + 1.5, 1.5 + 0.45 * matrix.shape[0]), squeeze=False,
+                             gridspec_kw={"width_ratios": ratios})
+    for ax, (values, labels, panel_title) in zip(axes[0][:-1], panels):
         image = ax.imshow(values, cmap="viridis", aspect="auto", vmin=0.0, vmax=vmax)
         if values.size <= 200:
             for (row, col), value in np.ndenumerate(values):
@@ -96,7 +98,7 @@ def plot_weight_heatmap(weights_by_category: Mapping[str, np.ndarray], path: str
         spread = float(np.mean(values.max(axis=1) - values.min(axis=1)))
         ax.set_title(f"{panel_title}\n(mean max-min per row {spread:.2f})", fontsize=9)
     axes[0][0].set_ylabel("category")
-    fig.colorbar(image, ax=list(axes[0]), label="weight (one scale)")
+    fig.colorbar(image, cax=axes[0][-1], label="weight (one scale)")
     return _save(fig, path)
 
 
