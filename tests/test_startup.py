@@ -37,7 +37,7 @@ def python(code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, code, named", [
-    (["--help"], 0, "num_objectives: 8"),
+    (["--help"], 0, "num_objectives: 5"),
     (["model.num_objectivs=4"], 1, "num_objectivs"),
     (["model.beta_w=-1"], 1, "model.beta_w"),
 ])
