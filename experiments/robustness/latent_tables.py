@@ -9,13 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from experiments.robustness.run import (
+from experiments.robustness.grids import (
     BT_METHODS,
     CURVE_METHODS_V2,
     DEFAULT_STRENGTH,
     DEFAULT_TRAIN,
     FROZEN_METHODS,
     METHODS,
+)
+from experiments.robustness.run import (
     fmt,
     mean_std,
     setting_name,
