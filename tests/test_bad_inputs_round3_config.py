@@ -233,7 +233,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("overrides, named", [
-    (["model.num_objectives=4"], "model.num_objectives: checkpoint 8, this run 4"),
+    (["model.num_objectives=4"], "model.num_objectives: checkpoint 5, this run 4"),
     (["model=bt"], "model.type: checkpoint 'vrm', this run 'bt'"),
     (["encoder.train_mode=frozen"], "encoder.train_mode: checkpoint 'full', this run 'frozen'"),
 ])
