@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -20,6 +20,7 @@ from vrm.config.data import DataConfig, SyntheticConfig
 from vrm.data.formats import FORMATS, LOCAL_ALIASES, TIE, pair_indices
 from vrm.data.loading import load_preference_data
 from vrm.data.schema import CANONICAL_FEATURES
+from vrm.data.textio import BINARY_FORMATS, BYTE_ORDER_MARKS
 from vrm.data.validation import REJECTS_FILE
 from vrm.errors import DataError
 
@@ -304,6 +305,8 @@ _lines = st.lists(st.builds(_line, _row, st.booleans()) | _garbage, min_size=1, 
 @settings(max_examples=80, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(_lines)
+@example([b"(\xb5/\xfd"])  # zstd's magic, which the fuzzer found: the file is refused whole as not text
+@example([b"\xff\xfe{}"])  # a UTF-16 byte order mark before UTF-8 text
 def test_malformed_rows_load_or_raise_data_error_never_vanish(lines):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.jsonl"
@@ -311,7 +314,15 @@ def test_malformed_rows_load_or_raise_data_error_never_vanish(lines):
         rejects = Path(tmp) / REJECTS_FILE
         try:
             data = load_preference_data(local(path, on_bad_row="skip"), tmp)
-        except DataError as err:  # every line was bad: the file is named, every line is in the rejects
+        except DataError as err:
+            content = path.read_bytes()
+            if any(content.startswith(magic) for magic, _, _ in BINARY_FORMATS):  # not text: refused whole, named
+                assert str(err).startswith(f"file {path}: is a ") and ", not text: " in str(err)
+                return
+            if any(content.startswith(bom) for bom, _ in BYTE_ORDER_MARKS) and "byte order mark" in str(err):
+                assert str(err).startswith(f"file {path}: starts with a ")  # a UTF-16/32 mark before UTF-8 text
+                return
+            # every line was bad: the file is named, every line is in the rejects
             assert f"file {path}: the train split has no pairs" in str(err)
             assert len(rejects.read_text().splitlines()) == len(lines)
             return
