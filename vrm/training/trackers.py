@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: The optional extra (setup.cfg) that installs every tracker.
 TRACK_EXTRA = "track"
+#: The package each logger class of conf/logger/ needs (all in the extra).
+TRACKER_PACKAGES = {"TensorBoardLogger": "tensorboard", "WandbLogger": "wandb", "MLFlowLogger": "mlflow-skinny",
+                    "TrackioLogger": "trackio"}
 #: The metric TensorBoard's HPARAMS tab compares runs by (Lightning's name for it).
 HP_METRIC = "hp_metric"
 
@@ -51,8 +54,10 @@ def instantiate_loggers(group: DictConfig | None) -> list[Logger]:
             cause = err.__cause__
             if not isinstance(cause, ImportError):
                 raise
-            raise MissingExtraError(f"logger.{key} ({entry._target_}) cannot start: {cause}. The trackers are in the "
-                                    f"'{TRACK_EXTRA}' extra: pip install -e '.[{TRACK_EXTRA}]'") from err
+            package = TRACKER_PACKAGES.get(str(entry._target_).rsplit(".", 1)[-1], "its tracker's")
+            raise MissingExtraError(f"logger.{key} ({entry._target_}) needs the {package} package, which is not "
+                                    f"installed ({cause}); the trackers are in the '{TRACK_EXTRA}' extra: "
+                                    f"pip install -e '.[{TRACK_EXTRA}]'") from err
     return loggers
 
 
