@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -61,11 +62,15 @@ def as_text(value) -> str:
     return str(value)
 
 
-def test_every_tracker_reads_back_the_metrics_the_config_and_the_tags(tmp_path, no_wandb_login):
+def test_every_tracker_reads_back_the_metrics_the_config_and_the_tags(tmp_path, no_wandb_login, caplog):
     trackio_name = f"two-steps-{tmp_path.name}"  # Trackio keeps every run of a project in one database
     cfg = compose_train(TWO_STEPS + [f"+logger.trackio.name={trackio_name}"], tmp_path / "run")
-    metrics = train(cfg)
+    with caplog.at_level(logging.INFO):
+        metrics = train(cfg)
     run = tmp_path / "run"
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("logged offline" in m for m in said) == 1  # W&B says once that it runs offline
+    assert not [m for m in said if "not found. Creating it" in m]  # a new MLflow store is no warning
     expected = csv_scalars(run / "csv" / "version_0" / "metrics.csv")
     assert sorted(expected["train/loss_step"]) == [0, 1] and "test/acc" in expected and "val/acc_best" in expected
     assert expected["test/acc"] == {2: pytest.approx(metrics["test/acc"])}

@@ -1,7 +1,7 @@
 """Experiment trackers (``conf/logger/``): what Lightning's loggers leave to us.
 
 - :class:`WandbLogger`: Lightning's, but offline unless W&B credentials exist, so a run never needs the network.
-- :class:`MLFlowLogger`: Lightning's, taking the run's ``tags`` list.
+- :class:`MLFlowLogger`: Lightning's, taking the run's ``tags`` list, and quiet when it creates the experiment.
 - :class:`TrackioLogger`: Lightning has no Trackio logger (Lightning-AI/pytorch-lightning#21466); this one is small.
 - :class:`LogRunConfig`: every logger gets the whole composed config once as its hyperparameters.
 - :func:`instantiate_loggers` / :func:`close_loggers`: a missing tracker package is named with the extra to install;
@@ -123,6 +123,16 @@ class MLFlowLogger(LightningMLFlowLogger):
         if isinstance(tags, list):
             tags = {str(tag): "true" for tag in tags}
         super().__init__(tags=tags, **kwargs)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        """Lightning's, creating a missing experiment without its warning (a new local store never has one)."""
+        if not self._initialized and self._run_id is None and self._experiment_id is None and \
+                self._mlflow_client.get_experiment_by_name(self._experiment_name) is None:
+            self._experiment_id = self._mlflow_client.create_experiment(name=self._experiment_name,
+                                                                        artifact_location=self._artifact_location)
+        return super().experiment
 
 
 class TrackioLogger(Logger):
