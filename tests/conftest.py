@@ -39,8 +39,12 @@ TINY_OVERRIDES = [
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Tokenisation cache in a temporary folder, never the user's."""
+    """Tokenisation cache in a temporary folder, never the user's; so are the trackers' own folders (Trackio reads
+    TRACKIO_DIR once, when it is first imported)."""
     os.environ["VRM_CACHE"] = str(tmp_path_factory.mktemp("vrm_cache"))
+    trackers = tmp_path_factory.mktemp("trackers")
+    for name in ("TRACKIO_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        os.environ[name] = str(trackers / name.lower())
 
 
 @pytest.fixture

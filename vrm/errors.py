@@ -107,11 +107,16 @@ class MissingReferenceError(ValueError):
     """A closed-ended example has no reference answer to measure relevance against."""
 
 
+class MissingExtraError(ImportError):
+    """A configured option needs a package of an optional extra that is not installed; the message names the
+    option, the package and the ``pip install`` line."""
+
+
 # -- reporting -------------------------------------------------------------------------------------
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's config or data: reported in one line, not a traceback."""
     return (DataError, EncoderLoadError, NonFiniteLossError, FileNotFoundError, ValueError, OmegaConfBaseException,
-            FolderInUseError, OSError)
+            FolderInUseError, OSError, MissingExtraError)
 
 
 def report_and_exit(err: BaseException) -> None:

@@ -24,6 +24,7 @@ from vrm.training.datamodule import PreferenceDataModule
 from vrm.training.feature_cache import attach_cached_features, encoder_identity
 from vrm.training.module import RewardModule
 from vrm.training.resumable import AtomicCheckpointIO
+from vrm.training.trackers import LogRunConfig, instantiate_loggers
 
 #: Where a run keeps the tokenizer its checkpoints were trained with.
 TOKENIZER_DIR = "tokenizer"
@@ -121,19 +122,22 @@ def build(cfg: DictConfig, output_dir: Path) -> BuiltRun:
 
 
 def instantiate_dict(group: DictConfig | None) -> list:
-    """Instantiate every ``_target_`` entry of a callbacks/logger group."""
+    """Instantiate every ``_target_`` entry of a callbacks group."""
     if not group:
         return []
     return [hydra.utils.instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Lightning Trainer of ``cfg`` with its callbacks and loggers; checkpoints are written atomically."""
+    """The Lightning Trainer of ``cfg`` with its callbacks and loggers (each logs the whole config once as its
+    hyperparameters: :class:`LogRunConfig`); checkpoints are written atomically."""
     callbacks = instantiate_dict(cfg.get("callbacks"))
-    loggers = instantiate_dict(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    if loggers:
+        callbacks.append(LogRunConfig(as_container(cfg)))
     try:
         return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                       plugins=[AtomicCheckpointIO()])
+                                       plugins=[AtomicCheckpointIO()], enable_autolog_hparams=False)
     except InstantiationException as err:  # Lightning's refusal (no GPU, devices=0, ...), named as trainer's
         t = cfg.trainer
         raise ValueError(f"the trainer config (trainer.accelerator={t.accelerator}, trainer.devices={t.devices}, "

@@ -21,6 +21,7 @@ from vrm.models.finite import check_finite_metrics, check_finite_parameters
 from vrm.training.build import build, build_trainer, seed_everything, typed_config
 from vrm.training.module import RewardModule
 from vrm.training.resume_check import check_resume_compatible
+from vrm.training.trackers import close_loggers
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
             (output_dir / BEST_CHECKPOINT_FILE).unlink(missing_ok=True)
         status = "success"
     finally:
-        for logger in trainer.loggers:
-            logger.finalize(status)
+        close_loggers(trainer.loggers, status)
     write_text_atomically(output_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 
