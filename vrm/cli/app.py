@@ -43,7 +43,10 @@ def hydra_command(config_name: str, task: Callable[[Any], Any]) -> None:
     @hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)
     def _main(cfg: Any) -> Any:
         _set_env(FULL_ERROR, users_choice)  # the task's own errors are reported as the user asked
-        return call_reporting_errors(task, cfg)
+        try:
+            return call_reporting_errors(task, cfg)
+        finally:  # and what fails after it (a sweeper's end) reaches the except clauses below
+            os.environ[FULL_ERROR] = "1"
 
     if users_choice == "1":
         _main()
@@ -55,6 +58,9 @@ def hydra_command(config_name: str, task: Callable[[Any], Any]) -> None:
         print(f"error: {config_error_line(err)}", file=sys.stderr)
         print(f"(set {FULL_ERROR}=1 for the full traceback)", file=sys.stderr)
         sys.exit(1)
+    except user_error_types() as err:  # a sweeper's, after its jobs (Optuna's "No trials are completed yet")
+        _set_env(FULL_ERROR, users_choice)
+        report_and_exit(err)
     finally:
         _set_env(FULL_ERROR, users_choice)
 
