@@ -11,7 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from vrm.config import register_configs
-from vrm.config.compose import config_dir
+from vrm.config.compose import config_dir, register_help_resolver
 from vrm.data.files import acquire_folder_lock, release_folder_lock
 from vrm.data.textio import undecodable
 from vrm.errors import FolderInUseError, report_and_exit, user_error_types
@@ -38,6 +38,7 @@ def hydra_command(config_name: str, task: Callable[[Any], Any]) -> None:
             sys.exit(f"error: the argument {arg.encode('utf-8', 'surrogateescape')!r} is not UTF-8 text ({why}); "
                      "Hydra reads overrides as text: rename the file, or pass a symbolic link with a UTF-8 name")
     register_configs()
+    register_help_resolver()
     users_choice = os.environ.get(FULL_ERROR)
 
     @hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)
