@@ -162,3 +162,22 @@ def test_an_optuna_sweep_whose_every_trial_fails_ends_in_one_line_with_a_summary
     summary = json.loads((tmp_path / "sweep" / SUMMARY_JSON).read_text())
     assert summary["num_trials"] == summary["num_failed"] == 2 and summary["best"] is None
     assert all("trainer.limit_val_batches=0 turns validation off" in t["failure"] for t in summary["trials"])
+
+
+@pytest.mark.parametrize("overrides, metrics, named", [
+    (["train=false"], {}, "train=false: nothing was fitted or validated; set train=true"),
+    (["optimized_metric=val/acc_bset"], {"val/acc": 0.5, "val/acc_best": 0.5},
+     "the run logs no such metric; set optimized_metric to one of val/acc, val/acc_best"),
+    ([], {"val/acc": float("nan"), "val/acc_best": float("nan")}, "it is nan; the run diverged: lower optim.lr"),
+    (["trainer.limit_val_batches=0"], {"train/loss": 0.7}, "trainer.limit_val_batches=0 turns validation off"),
+    (["trainer.check_val_every_n_epoch=3", "trainer.max_epochs=2"], {},
+     "trainer.check_val_every_n_epoch=3 is more than trainer.max_epochs=2; set it <= trainer.max_epochs"),
+    ([], {"train/loss": 0.7}, "validation never ran (is there a validation split?"),
+])
+def test_a_missing_objective_is_explained_naming_the_setting(tmp_path, overrides, metrics, named):
+    from vrm.training.train import missing_objective_reason
+
+    cfg = compose_train(TINY_OVERRIDES + overrides, tmp_path)
+    reason = missing_objective_reason(cfg, metrics)
+    assert reason.startswith(f"no {cfg.optimized_metric} (optimized_metric) to report: ") and named in reason
+    assert "\n" not in reason
