@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import HANG_TIMEOUT
@@ -54,6 +55,7 @@ def test_import_vrm_registers_the_auto_classes_whatever_comes_first(imports):
     done = python(imports + """
 import vrm
 import sys
+from pathlib import Path
 from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 config = AutoConfig.for_model("vrm", head="bt", encoder_config={"model_type": "bert", "hidden_size": 8,
@@ -68,3 +70,23 @@ print(type(config).__name__, type(model).__name__, vrm.VRMConfig is type(config)
 def test_import_vrm_alone_imports_no_heavy_module():
     done = python(f"import sys, vrm\nprint([m for m in {HEAVY!r} if m in sys.modules])")
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command, groups", [
+    ("train", ["data", "model", "encoder", "trainer", "callbacks", "logger", "experiment", "hparams_search", "debug"]),
+    ("eval", ["data", "scorer"]),
+    ("rlhf", ["policy", "reward", "gold"]),
+])
+def test_help_lists_only_the_config_groups_the_command_composes_from(command, groups):
+    """Hydra's help listed every group under conf/ for every command (vrm-train showed scorer, policy, reward, gold)."""
+    done = python(f"import sys; sys.argv[0] = 'vrm-{command}'; from vrm.cli.{command} import main; main()", "--help")
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = done.stdout
+    assert text.startswith(f"vrm-{command} is powered by Hydra.")
+    listed = text.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    lines = [line for line in listed.splitlines() if ": " in line]
+    assert [line.split(":")[0] for line in lines] == groups
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for line in lines:
+        group, options = line.split(": ")
+        assert options.split(", ") == sorted(p.stem for p in (conf / group).glob("*.yaml"))

@@ -105,3 +105,79 @@ def test_optuna_sweep_writes_a_summary(tmp_path):
     assert len(summary["plots"]) == 5 and all((summary["dir"] / plot).is_file() for plot in summary["plots"])
     table = (summary["dir"] / SUMMARY_MD).read_text()
     assert f"Best trial: **{summary['best']['number']}**, {METRIC} = {summary['best']['value']:.4f}" in table
+
+
+SHORT_TRIALS = SWEEP_OVERRIDES + ["hparams_search=vrm_optuna", "hydra.sweeper.n_trials=2", "trainer.max_steps=2"]
+
+
+def run_sweep_process(tmp_path, overrides: list[str]) -> subprocess.CompletedProcess:
+    """``vrm-train -m OVERRIDES`` as a user runs it (HYDRA_FULL_ERROR unset), in a subprocess."""
+    cmd = [console_script("vrm-train"), "-m", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+
+
+@pytest.mark.slow
+def test_an_optuna_sweep_of_trials_that_stop_before_any_validation_completes(tmp_path):
+    """Issue 25's ``vrm-train -m hparams_search=vrm_optuna hydra.sweeper.n_trials=2 trainer.max_steps=2``: 2 steps end
+    every trial before its first validation (4 batches an epoch); each validates once before stopping, so each reports
+    val/acc_best, which was None ("Return value must be float-castable", then "No trials are completed yet")."""
+    summary = run_sweep(tmp_path, SHORT_TRIALS)
+    assert summary["num_trials"] == 2 and summary["num_failed"] == 0
+    for trial in summary["trials"]:
+        assert 0.0 <= trial["value"] <= 1.0 and trial["failure"] is None
+        assert trial["metrics"]["val/acc"] == trial["value"]  # one validation: the best is the only one
+    optuna_result = yaml.safe_load((summary["dir"] / "optimization_results.yaml").read_text())
+    assert math.isclose(optuna_result["best_value"], summary["best"]["value"])
+
+
+@pytest.mark.slow
+def test_an_optuna_trial_without_validation_fails_with_its_reason_and_the_sweep_goes_on(tmp_path):
+    """A trial that cannot validate (trainer.limit_val_batches=0, swept on the command line) is a failed Optuna trial
+    with a one-line reason naming the setting; the next trial still runs, and the summary lists the failure. The
+    sampler's seed 1 draws limit_val_batches 2, then 0."""
+    result = run_sweep_process(tmp_path, SHORT_TRIALS + ["hydra.sweeper.sampler.seed=1",
+                                                         "trainer.limit_val_batches=choice(0,2)"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    reason = ("no val/acc_best (optimized_metric) to report: trainer.limit_val_batches=0 turns validation off; "
+              "set it > 0")
+    assert f"Failed experiment: {reason}" in result.stdout
+    summary = json.loads((tmp_path / "sweep" / SUMMARY_JSON).read_text())
+    ok, failed = summary["trials"]
+    assert ok["params"]["trainer.limit_val_batches"] == 2 and 0.0 <= ok["value"] <= 1.0
+    assert failed["params"]["trainer.limit_val_batches"] == 0 and failed["value"] is None
+    assert failed["failure"] == f"TrialFailedError: {reason}"
+    assert summary["num_failed"] == 1 and summary["best"]["number"] == ok["number"]
+    assert "trainer.limit_val_batches" in summary["params"]  # swept on the command line, so a column
+    assert f"| failed: TrialFailedError: {reason} |" in (tmp_path / "sweep" / SUMMARY_MD).read_text()
+
+
+@pytest.mark.slow
+def test_an_optuna_sweep_whose_every_trial_fails_ends_in_one_line_with_a_summary(tmp_path):
+    """No trial completes: Optuna's sweeper ends the sweep ("No trials are completed yet"), reported in one line;
+    the summary written after each job still lists every trial as failed, with its reason."""
+    result = run_sweep_process(tmp_path, SHORT_TRIALS + ["trainer.limit_val_batches=0"])
+    assert result.returncode == 1
+    assert "error: ValueError: No trials are completed yet." in result.stderr and "Traceback" not in result.stderr
+    summary = json.loads((tmp_path / "sweep" / SUMMARY_JSON).read_text())
+    assert summary["num_trials"] == summary["num_failed"] == 2 and summary["best"] is None
+    assert all("trainer.limit_val_batches=0 turns validation off" in t["failure"] for t in summary["trials"])
+
+
+@pytest.mark.parametrize("overrides, metrics, named", [
+    (["train=false"], {}, "train=false: nothing was fitted or validated; set train=true"),
+    (["optimized_metric=val/acc_bset"], {"val/acc": 0.5, "val/acc_best": 0.5},
+     "the run logs no such metric; set optimized_metric to one of val/acc, val/acc_best"),
+    ([], {"val/acc": float("nan"), "val/acc_best": float("nan")}, "it is nan; the run diverged: lower optim.lr"),
+    (["trainer.limit_val_batches=0"], {"train/loss": 0.7}, "trainer.limit_val_batches=0 turns validation off"),
+    (["trainer.check_val_every_n_epoch=3", "trainer.max_epochs=2"], {},
+     "trainer.check_val_every_n_epoch=3 is more than trainer.max_epochs=2; set it <= trainer.max_epochs"),
+    ([], {"train/loss": 0.7}, "validation never ran (is there a validation split?"),
+])
+def test_a_missing_objective_is_explained_naming_the_setting(tmp_path, overrides, metrics, named):
+    from vrm.training.train import missing_objective_reason
+
+    cfg = compose_train(TINY_OVERRIDES + overrides, tmp_path)
+    reason = missing_objective_reason(cfg, metrics)
+    assert reason.startswith(f"no {cfg.optimized_metric} (optimized_metric) to report: ") and named in reason
+    assert "\n" not in reason

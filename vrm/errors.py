@@ -70,6 +70,12 @@ class NonFiniteModelError(NonFiniteLossError):
     message names the parameters or metrics, and the run exits non-zero instead of exporting them."""
 
 
+class TrialFailedError(RuntimeError):
+    """A sweep trial that has no objective to report (no validation ran, the run diverged); raised only under a
+    sweeper that counts failed trials (Optuna's ``max_failure_rate``), which logs this one-line reason, marks the trial
+    failed and goes on."""
+
+
 # -- scoring ---------------------------------------------------------------------------------------
 class QuerySplitError(ValueError):
     """A full conversation text cannot be split into prompt and response."""

@@ -11,7 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from vrm.config import register_configs
-from vrm.config.compose import config_dir
+from vrm.config.compose import config_dir, register_help_resolver
 from vrm.data.files import acquire_folder_lock, release_folder_lock
 from vrm.data.textio import undecodable
 from vrm.errors import FolderInUseError, report_and_exit, user_error_types
@@ -38,12 +38,16 @@ def hydra_command(config_name: str, task: Callable[[Any], Any]) -> None:
             sys.exit(f"error: the argument {arg.encode('utf-8', 'surrogateescape')!r} is not UTF-8 text ({why}); "
                      "Hydra reads overrides as text: rename the file, or pass a symbolic link with a UTF-8 name")
     register_configs()
+    register_help_resolver()
     users_choice = os.environ.get(FULL_ERROR)
 
     @hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)
     def _main(cfg: Any) -> Any:
         _set_env(FULL_ERROR, users_choice)  # the task's own errors are reported as the user asked
-        return call_reporting_errors(task, cfg)
+        try:
+            return call_reporting_errors(task, cfg)
+        finally:  # and what fails after it (a sweeper's end) reaches the except clauses below
+            os.environ[FULL_ERROR] = "1"
 
     if users_choice == "1":
         _main()
@@ -55,6 +59,9 @@ def hydra_command(config_name: str, task: Callable[[Any], Any]) -> None:
         print(f"error: {config_error_line(err)}", file=sys.stderr)
         print(f"(set {FULL_ERROR}=1 for the full traceback)", file=sys.stderr)
         sys.exit(1)
+    except user_error_types() as err:  # a sweeper's, after its jobs (Optuna's "No trials are completed yet")
+        _set_env(FULL_ERROR, users_choice)
+        report_and_exit(err)
     finally:
         _set_env(FULL_ERROR, users_choice)
 

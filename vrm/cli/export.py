@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 
 from vrm.cli.app import call_reporting_errors
@@ -26,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="BT models with a decoder-only encoder: write the encoder architecture's own "
                            "...ForSequenceClassification (e.g. LlamaForSequenceClassification), loadable without vrm")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the export's steps, with their elapsed time
 
     def run() -> None:
         from vrm.scoring.export import export_checkpoint

@@ -38,6 +38,7 @@ from vrm.config.eval import EVAL_RULES, LENGTH_UNITS, MODEL_SCORER, PROXY_SCORER
 from vrm.config.validation import check_rules
 from vrm.data.files import check_output_folder, folder_lock, staged_outputs, write_text_atomically
 from vrm.data.loading import load_preference_data
+from vrm.data.progress import timed_step
 from vrm.data.rewardbench2_items import BestOfNItem
 from vrm.data.synthetic import ATTRIBUTES
 from vrm.evaluation import metrics as m
@@ -139,17 +140,19 @@ class SplitScores:
 
 
 def _score_texts(scorer: Scorer, prompts: list, responses: list[str], question_types: list[str],
-                 references: list[str], uncertainty_samples: int) -> SplitScores:
+                 references: list[str], uncertainty_samples: int, desc: str = "scoring") -> SplitScores:
     """Rewards of (prompt, response) texts in one batched call, as a :class:`SplitScores` whose ``chosen`` holds
-    them all (and ``rejected`` nothing); the VRM details per text where the scorer gives them."""
+    them all (and ``rejected`` nothing); the VRM details per text where the scorer gives them. Progress: a bar named
+    ``desc`` for a model, a line with the elapsed time for another scorer."""
     if isinstance(scorer, RewardScorer):
         num_samples = uncertainty_samples if scorer.name == "vrm" else 0  # a plain export has no head key
-        details = scorer.score_details(prompts, responses, num_samples=num_samples)
+        details = scorer.score_details(prompts, responses, num_samples=num_samples, progress=True, desc=desc)
         arrays = {key: None if details.get(key) is None else np.asarray(details[key], dtype=np.float64)
                   for key in ("reward", "weights", "objective_scores", "reward_std")}
         return SplitScores(chosen=arrays["reward"], rejected=np.zeros(0), weights=arrays["weights"],
                            objective_scores=arrays["objective_scores"], reward_std_chosen=arrays["reward_std"])
-    reward = scorer.score(prompts, responses, question_types=question_types, references=references)
+    with timed_step(f"{desc}: {len(responses)} texts with the {scorer.name} scorer", log):
+        reward = scorer.score(prompts, responses, question_types=question_types, references=references)
     return SplitScores(chosen=np.asarray(reward, dtype=np.float64), rejected=np.zeros(0))
 
 
@@ -165,23 +168,24 @@ def _pick(texts: SplitScores, chosen: np.ndarray, rejected: np.ndarray) -> Split
                                                                                            rejected))
 
 
-def score_split(scorer: Scorer, rows: Sequence[Mapping[str, Any]], uncertainty_samples: int = 0) -> SplitScores:
+def score_split(scorer: Scorer, rows: Sequence[Mapping[str, Any]], uncertainty_samples: int = 0,
+                desc: str = "scoring") -> SplitScores:
     """Score every pair of ``rows`` (canonical rows) with one batched call over chosen and rejected responses."""
     n = len(rows)
     texts = _score_texts(scorer, [row["prompt"] for row in rows] * 2,
                          [row["chosen"] for row in rows] + [row["rejected"] for row in rows],
                          [row.get("question_type", "") for row in rows] * 2,
-                         [row.get("reference", "") for row in rows] * 2, uncertainty_samples)
+                         [row.get("reference", "") for row in rows] * 2, uncertainty_samples, desc)
     return _pick(texts, np.arange(n), np.arange(n, 2 * n))
 
 
 def score_items(scorer: Scorer, items: Sequence[BestOfNItem], n_pairs: int,
-                uncertainty_samples: int = 0) -> tuple[SplitScores, list[list[float]]]:
+                uncertainty_samples: int = 0, desc: str = "scoring") -> tuple[SplitScores, list[list[float]]]:
     """Score each best-of-N item's completions once: the scores of its pairs (correct-major, as the loader lays
     them out) and each item's completion rewards."""
     prompts = [item.prompt for item in items for _ in item.completions]
     texts = _score_texts(scorer, prompts, [c for item in items for c in item.completions], [""] * len(prompts),
-                         [""] * len(prompts), uncertainty_samples)
+                         [""] * len(prompts), uncertainty_samples, desc)
     chosen, rejected, start = [], [], 0
     for item in items:
         for i, j in item.pair_indices():
@@ -377,9 +381,9 @@ def _evaluate(cfg: DictConfig, scorer: Scorer, out_dir: Path) -> dict[str, Any]:
         rows = data.splits[split].to_list()
         items = data.items.get(split)
         if items is None:
-            scores = score_split(scorer, rows, uncertainty_samples)
+            scores = score_split(scorer, rows, uncertainty_samples, desc=f"scoring {split}")
         else:
-            scores, rewards = score_items(scorer, items, len(rows), uncertainty_samples)
+            scores, rewards = score_items(scorer, items, len(rows), uncertainty_samples, desc=f"scoring {split}")
         result = split_metrics(scores, rows, label=label, model_type=model_type,
                                calibration_bins=cfg.calibration_bins, length_unit=cfg.length_unit)
         if items is not None:

@@ -3,7 +3,10 @@
 At the end of ``vrm-train -m ...`` it reads every job folder of the sweep (``<sweep dir>/<job num>/``):
 the overrides Hydra saved in ``.hydra/overrides.yaml`` and the metrics ``train()`` wrote to
 ``metrics.json`` (vrm.metric_names.METRICS_FILE), and writes into the sweep folder
-``sweep_summary.json``, ``sweep_summary.md`` and ``<metric>_vs_<param>.png`` for each swept parameter.
+``sweep_summary.json``, ``sweep_summary.md`` and ``<metric>_vs_<param>.png`` for each swept parameter. A job
+that fails (a trial with no objective: :class:`vrm.errors.TrialFailedError`) leaves its one-line reason in
+``trial_failure.txt``, and the summary (without plots) is rewritten after every job, so a sweep the sweeper ends
+early (Optuna when no trial completed) still has one listing its failed trials.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vrm.config import DEFAULT_OPTIMIZED_METRIC
+from vrm.data.files import write_text_atomically
 from vrm.metric_names import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
 SUMMARY_JSON, SUMMARY_MD = "sweep_summary.json", "sweep_summary.md"
+#: A failed job's reason, in its job folder.
+FAILURE_FILE = "trial_failure.txt"
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Trial:
     params: dict[str, Any] = field(default_factory=dict)
     value: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Why the job failed (its exception, one line), when it did.
+    failure: str | None = None
 
 
 def parse_value(text: str) -> Any:
@@ -66,16 +74,20 @@ def read_trials(sweep_dir: Path, metric: str) -> list[Trial]:
             trial.metrics = json.loads(metrics_file.read_text())
             value = trial.metrics.get(metric)
             trial.value = float(value) if value is not None and math.isfinite(value) else None
+        failure_file = job_dir / FAILURE_FILE
+        if failure_file.is_file():
+            trial.failure = failure_file.read_text().strip()
         trials.append(trial)
     return trials
 
 
 def swept_params(trials: list[Trial], declared: list[str] | None = None) -> list[str]:
-    """The sweeper's declared parameters, else the override keys whose value differs between trials."""
+    """The sweeper's declared parameters, then the other override keys whose value differs between trials (swept on
+    the command line: ``key=choice(0,2)``)."""
     keys = sorted({k for t in trials for k in t.params})
-    if declared:
-        return [k for k in declared if k in keys]
-    return [k for k in keys if len({repr(t.params.get(k)) for t in trials}) > 1]
+    varying = [k for k in keys if len({repr(t.params.get(k)) for t in trials}) > 1]
+    declared = [k for k in declared or [] if k in keys]
+    return declared + [k for k in varying if k not in declared]
 
 
 def best_trial(trials: list[Trial], direction: str) -> Trial | None:
@@ -96,7 +108,9 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["| trial | " + " | ".join(params) + f" | {metric} |",
               "|" + "---|" * (len(params) + 2)]
     for t in summary["trials"]:
-        value = "failed" if t["value"] is None else f"{t['value']:.4f}"
+        failure = t.get("failure")
+        value = f"{t['value']:.4f}" if t["value"] is not None else \
+            "failed" + (f": {failure}".replace("|", "\\|") if failure else "")
         lines.append(f"| {t['number']} | " + " | ".join(str(t["params"].get(p)) for p in params) + f" | {value} |")
     return "\n".join(lines) + "\n"
 
@@ -121,8 +135,9 @@ def plot_params(trials: list[Trial], params: list[str], metric: str, out_dir: Pa
 
 
 def summarize_sweep(sweep_dir: str | Path, metric: str = DEFAULT_OPTIMIZED_METRIC, direction: str = "maximize",
-                    declared_params: list[str] | None = None) -> dict[str, Any]:
-    """Write ``sweep_summary.json``, ``sweep_summary.md`` and the plots into ``sweep_dir``; return the summary."""
+                    declared_params: list[str] | None = None, plots: bool = True) -> dict[str, Any]:
+    """Write ``sweep_summary.json``, ``sweep_summary.md`` and (``plots``) the plots into ``sweep_dir``; return the
+    summary."""
     sweep_dir = Path(sweep_dir)
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction={direction!r} is not one of ('maximize', 'minimize')")
@@ -132,9 +147,11 @@ def summarize_sweep(sweep_dir: str | Path, metric: str = DEFAULT_OPTIMIZED_METRI
     summary = {"metric": metric, "direction": direction, "params": params,
                "best": asdict(best) if best else None, "trials": [asdict(t) for t in trials],
                "num_trials": len(trials), "num_failed": sum(t.value is None for t in trials)}
-    summary["plots"] = plot_params(trials, params, metric, sweep_dir)
-    (sweep_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (sweep_dir / SUMMARY_MD).write_text(markdown(summary))
+    summary["plots"] = plot_params(trials, params, metric, sweep_dir) if plots else []
+    write_text_atomically(sweep_dir / SUMMARY_JSON, json.dumps(summary, indent=2, default=str) + "\n")
+    write_text_atomically(sweep_dir / SUMMARY_MD, markdown(summary))
+    if not plots:
+        return summary
     log.info("sweep summary of %d trials in %s (best: %s)", len(trials), sweep_dir,
              None if best is None else f"trial {best.number}, {metric}={best.value:.4f}")
     return summary
@@ -150,13 +167,29 @@ class SweepSummaryCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = str(config.hydra.sweep.dir)  # resolved once, before any job runs
 
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """In a multirun: a failed job's reason into its folder, then the summary so far (no plots)."""
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if job_return.status == JobStatus.FAILED:
+            err = job_return._return_value  # JobReturn.return_value would raise it
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+            write_text_atomically(job_dir / FAILURE_FILE, reason + "\n")
+        self._summarize(config, Path(self.sweep_dir) if self.sweep_dir else job_dir.parent, plots=False)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._summarize(config, Path(self.sweep_dir or str(config.hydra.sweep.dir)), plots=True)
+
+    def _summarize(self, config: DictConfig, sweep_dir: Path, plots: bool) -> None:
         sweeper = config.hydra.get("sweeper") or {}
         direction = self.direction or sweeper.get("direction") or "maximize"
         params = sweeper.get("params") or {}
-        sweep_dir = Path(self.sweep_dir or str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             log.warning("no sweep folder %s: nothing to summarise", sweep_dir)
             return
         summarize_sweep(sweep_dir, config.get("optimized_metric") or DEFAULT_OPTIMIZED_METRIC, str(direction),
-                        declared_params=list(params) or None)
+                        declared_params=list(params) or None, plots=plots)

@@ -13,14 +13,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from vrm.data.progress import timed_step
 from vrm.data.synthetic import ATTRIBUTES, sample_candidates, sample_prompts
 from vrm.evaluation.metrics import WEIGHT_RECOVERY, best_of_n, match_objectives, overoptimisation_spearman
 from vrm.scoring.base import Scorer
+from vrm.scoring.scorer import RewardScorer
+
+log = logging.getLogger(__name__)
 
 # Keys of :func:`weight_recovery_report`.
 MATCHED_OBJECTIVE = "matched_objective"
@@ -111,8 +116,12 @@ def score_best_of_n(scorer: Scorer, bon: BestOfNSet) -> np.ndarray:
     num_prompts, n_max = bon.shape
     prompts = [[{"role": "user", "content": info["prompt"]}] for info in bon.prompts for _ in range(n_max)]
     responses = [response for row in bon.responses for response in row]
-    rewards = scorer.score(prompts, responses, question_types=["open"] * len(responses),
-                           references=[""] * len(responses))
+    if isinstance(scorer, RewardScorer):  # a bar; another scorer: a line with the elapsed time
+        rewards = scorer.score_details(prompts, responses, progress=True, desc="best-of-N")["reward"]
+    else:
+        with timed_step(f"best-of-N: {len(responses)} candidates with the {scorer.name} scorer", log):
+            rewards = scorer.score(prompts, responses, question_types=["open"] * len(responses),
+                                   references=[""] * len(responses))
     return np.asarray(rewards, dtype=np.float64).reshape(num_prompts, n_max)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from vrm.data.contract import ContractError, InputContract, lays_out_pairs
+from vrm.data.progress import timed_step
 from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
 from vrm.data.tokenize import pad_sequences
 from vrm.errors import ExportError
@@ -43,6 +45,8 @@ from vrm.scoring.client_usage import INPUT_CONTRACT_TEXT, client_usage
 from vrm.scoring.export_folder import atomic_folder, package_versions, write_manifest
 from vrm.scoring.scorer import contract_of
 from vrm.training.module import RewardModule
+
+log = logging.getLogger(__name__)
 
 MODEL_CARD = "README.md"
 #: The remote-code file of a ``with_code`` export and the classes its ``auto_map`` names.
@@ -67,8 +71,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, metrics: dict
     (``<run>/*/version_*/metrics.csv``, the last value of each column) if there is one.
     """
     checkpoint = Path(checkpoint)
-    module = RewardModule.from_checkpoint(checkpoint)
-    merge_lora(module.net, in_place=True)  # the module is ours: no copy of the encoder
+    with timed_step(f"export: loading {checkpoint}", log):
+        module = RewardModule.from_checkpoint(checkpoint)
+        merge_lora(module.net, in_place=True)  # the module is ours: no copy of the encoder
     note = None
     if metrics is None:
         metrics = read_run_metrics(checkpoint)
@@ -96,7 +101,7 @@ def export_model(net: VRMForSequenceClassification, tokenizer, out_dir: str | Pa
     contract, tokenizer = model_contract(net, tokenizer)
     model, tokenizer = plain_model(net, tokenizer, contract) if plain else (net, tokenizer)
     kind = "plain" if plain else ("vrm+code" if with_code else "vrm")
-    with atomic_folder(Path(out_dir), inputs) as tmp:
+    with timed_step(f"export: writing {out_dir}", log), atomic_folder(Path(out_dir), inputs) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         # The generic fast class under the name every transformers version knows (4.x has no TokenizersBackend).

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from tqdm.auto import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -34,6 +33,7 @@ from vrm.data.contract import (
     prompt_end,
     reproduces_legacy_rule,
 )
+from vrm.data.progress import progress_bar
 from vrm.data.schema import Message
 from vrm.data.tokenization import PLAIN_TOKENIZATION_KEY, TokenizationSettings
 from vrm.data.tokenize import EncodedSequence, pad_sequences
@@ -256,10 +256,11 @@ class RewardScorer(Scorer):
                       progress: bool | Callable[[int], None] = False, *,
                       question_types: Sequence[str | None] | None = None,
                       references: Sequence[str | None] | None = None,
-                      return_samples: bool = False) -> dict[str, list]:
+                      return_samples: bool = False, desc: str = "scoring") -> dict[str, list]:
         """Rewards of encoded sequences; for a VRM also ``objective_scores``, ``weights`` (and ``reward_std``).
 
-        ``progress``: True shows a tqdm bar on stderr; a callable is called with the number of sequences done.
+        ``progress``: True shows a tqdm bar on stderr named ``desc`` (:func:`vrm.data.progress.progress_bar`); a
+        callable is called with the number of sequences done.
         ``question_types``, ``references``: ignored (as by :meth:`score`). A conservative scorer
         (``conservative_lambda``) draws ``num_samples`` posterior samples (``conservative_samples`` when 0) and gives
         ``reward`` = their mean - lambda * std, plus ``reward_mean`` and ``reward_std``; ``return_samples`` adds the
@@ -274,7 +275,7 @@ class RewardScorer(Scorer):
                              "without --num-samples)")
         results: dict[str, list] = {"reward": [None] * len(encoded)}
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
-        bar = tqdm(total=len(encoded), unit="seq", desc="scoring", disable=progress is not True)
+        bar = progress_bar(len(encoded), desc, unit="seq", disable=progress is not True)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             for key, values in self._forward([encoded[i] for i in idx], num_samples, return_samples).items():
@@ -309,12 +310,14 @@ class RewardScorer(Scorer):
         return {k: v.float().cpu().tolist() for k, v in fields.items() if v is not None}
 
     def score_details(self, prompts: Sequence[Prompt], responses: Sequence[str], num_samples: int = 0,
-                      progress: bool = False, return_samples: bool = False) -> dict[str, list]:
-        """Rewards, and for a VRM the per-objective scores, weights and (``num_samples`` > 0) reward std."""
+                      progress: bool = False, return_samples: bool = False, desc: str = "scoring"
+                      ) -> dict[str, list]:
+        """Rewards, and for a VRM the per-objective scores, weights and (``num_samples`` > 0) reward std
+        (``progress``: a bar named ``desc``)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         return self.score_encoded([self.encode_pair(p, r) for p, r in zip(prompts, responses)], num_samples, progress,
-                                  return_samples=return_samples)
+                                  return_samples=return_samples, desc=desc)
 
     def score(self, prompts: Sequence[Prompt], responses: Sequence[str], *,
               question_types: Sequence[str] | None = None, references: Sequence[str] | None = None) -> list[float]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Dataset
 
 from vrm.data.files import atomic_write
+from vrm.data.progress import progress_bar
 from vrm.data.tokenization import TokenizationSettings, cache_dir, tokenizer_fingerprint
 from vrm.models.modeling_vrm import VRMForSequenceClassification
 
@@ -127,9 +128,10 @@ def usable_features(features: dict[str, torch.Tensor], rows: int, width: int, pa
 
 
 @torch.no_grad()
-def compute_features(net: VRMForSequenceClassification, batches: Iterable[dict[str, torch.Tensor]]
-                     ) -> dict[str, torch.Tensor]:
-    """h_chosen, h_rejected (N, H) and, when the head needs it, h_prompt (N, H) over pair batches in order.
+def compute_features(net: VRMForSequenceClassification, batches: Iterable[dict[str, torch.Tensor]],
+                     desc: str = "encoding") -> dict[str, torch.Tensor]:
+    """h_chosen, h_rejected (N, H) and, when the head needs it, h_prompt (N, H) over pair batches in order, with a
+    progress bar (``desc``) over the batches.
 
     The encoder runs in eval mode (no dropout) exactly as the frozen-encoder training loop runs it;
     every module's train/eval mode is restored afterwards.
@@ -137,6 +139,7 @@ def compute_features(net: VRMForSequenceClassification, batches: Iterable[dict[s
     modes = {m: m.training for m in net.modules()}
     net.eval()
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in FEATURE_KEYS}
+    bar = progress_bar(len(batches) if isinstance(batches, Sized) else None, desc, unit="batch")
     try:
         for batch in batches:
             n = batch["input_ids"].shape[0] // 2
@@ -146,7 +149,9 @@ def compute_features(net: VRMForSequenceClassification, batches: Iterable[dict[s
             parts[H_REJECTED].append(h_xy[n:])
             if h_x is not None:
                 parts[H_PROMPT].append(h_x)
+            bar.update(1)
     finally:
+        bar.close()
         for module, mode in modes.items():
             module.training = mode
     return {k: torch.cat(v) for k, v in parts.items() if v}
@@ -161,7 +166,7 @@ def cached_features(net: VRMForSequenceClassification, split: datasets.Dataset, 
     if features is not None and usable_features(features, len(split), net.encoder.config.hidden_size, path):
         log.info("%s: %d pairs of cached encoder features from %s", name, len(split), path)
         return features
-    features = compute_features(net, batches)
+    features = compute_features(net, batches, f"encoding {name} for the feature cache")
     save_features(path, features, metadata={"key_parts": json.dumps(parts, sort_keys=True, default=str)})
     log.info("%s: cached encoder features of %d pairs in %s", name, len(split), path)
     return features

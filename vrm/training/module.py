@@ -205,6 +205,18 @@ class RewardModule(L.LightningModule):
         self._log_epoch_means(TRAIN_STAGE, suffix="_epoch")
         self.log(NONFINITE_METRIC, float(len(self.nonfinite_batches)))
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """When ``trainer.max_steps`` ends training before any validation (a short sweep trial, a smoke run), ask
+        the fit loop to stop here: Lightning then validates once before it stops (``should_stop`` is one of its
+        reasons to validate), so the validation metrics, ``val/acc_best`` (what sweeps optimise) and the best
+        checkpoint exist."""
+        trainer = self.trainer
+        if 0 < trainer.max_steps <= trainer.global_step and not self.val_acc_best.update_called \
+                and trainer.enable_validation and not trainer.should_stop and not trainer.fast_dev_run:
+            log.info("trainer.max_steps=%d is reached before any validation: validating once before stopping",
+                     trainer.max_steps)
+            trainer.should_stop = True
+
     def on_train_end(self) -> None:
         if self.nonfinite_batches:
             log.warning("%d training batches were skipped for a non-finite loss: %s", len(self.nonfinite_batches),

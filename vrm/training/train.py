@@ -16,9 +16,10 @@ from omegaconf import DictConfig
 
 from vrm.config.train import validate
 from vrm.data.files import folder_lock, write_text_atomically
-from vrm.metric_names import METRICS_FILE
+from vrm.metric_names import METRICS_FILE, VAL_STAGE
 from vrm.models.finite import check_finite_metrics, check_finite_parameters
 from vrm.training.build import build, build_trainer, seed_everything, typed_config
+from vrm.training.console import frozen_encoder_notice_silenced, one_line_per_message, split_table
 from vrm.training.module import RewardModule
 from vrm.training.resume_check import check_resume_compatible
 from vrm.training.trackers import close_loggers
@@ -89,6 +90,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     :func:`vrm.cli.train.train_and_export`."""
     cfg = typed_config(cfg)
     validate(cfg)
+    one_line_per_message()
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -108,14 +110,20 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
             ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
             if ckpt_path is not None:
                 check_resume_compatible(ckpt_path, module.hparams)
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            encoder = module.net.encoder if module.frozen_encoder else None
+            with frozen_encoder_notice_silenced(module, encoder):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             metrics.update(metrics_to_floats(trainer.callback_metrics))
             check_finite_run(module, metrics, "after training")
         best = best_checkpoint(trainer)
         if cfg.test and datamodule.test_split_names:
             ckpt = best if best and not trainer.fast_dev_run else None
-            for result in trainer.test(module, datamodule=datamodule, ckpt_path=ckpt):
-                metrics.update(metrics_to_floats(result))
+            tested: dict[str, float] = {}
+            for result in trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False):
+                tested.update(metrics_to_floats(result))
+            if trainer.is_global_zero:
+                log.info("test results\n%s", split_table(tested, datamodule.test_split_names))
+            metrics.update(tested)
             check_finite_run(module, metrics, "after testing")
         if best:
             write_text_atomically(output_dir / BEST_CHECKPOINT_FILE, best + "\n")
@@ -145,3 +153,22 @@ def recorded_best_checkpoint(output_dir: str | Path) -> str | None:
     if not path.is_file():
         return None
     return path.read_text().strip() or None
+
+
+def missing_objective_reason(cfg: DictConfig, metrics: dict[str, float]) -> str:
+    """One line: why the run has no finite ``optimized_metric``, naming the setting to change."""
+    metric, t = cfg.optimized_metric, cfg.trainer
+    if not cfg.train:
+        why = "train=false: nothing was fitted or validated; set train=true"
+    elif any(k.startswith(f"{VAL_STAGE}/") for k in metrics):
+        value = metrics.get(metric)
+        why = (f"it is {value}; the run diverged: lower optim.lr / optim.head_lr" if value is not None else
+               f"the run logs no such metric; set optimized_metric to one of {', '.join(sorted(metrics))}")
+    elif t.limit_val_batches == 0 or t.limit_val_batches == 0.0:
+        why = f"trainer.limit_val_batches={t.limit_val_batches} turns validation off; set it > 0"
+    elif t.check_val_every_n_epoch and t.max_epochs is not None and t.max_epochs < t.check_val_every_n_epoch:
+        why = (f"trainer.check_val_every_n_epoch={t.check_val_every_n_epoch} is more than "
+               f"trainer.max_epochs={t.max_epochs}; set it <= trainer.max_epochs")
+    else:
+        why = "validation never ran (is there a validation split? data.validation, data.synthetic.num_validation)"
+    return f"no {metric} (optimized_metric) to report: {why}"
