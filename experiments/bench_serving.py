@@ -81,11 +81,10 @@ def code_tokenizer(folder: Path):
     from transformers import BertTokenizerFast
 
     tok = BertWordPieceTokenizer(lowercase=True)
-    tok.train_from_iterator(PROMPTS + SENTENCES + ["user assistant system"] * 4, vocab_size=2000,
+    tok.train_from_iterator(PROMPTS + SENTENCES + ["user assistant system"] * 4, vocab_size=2000, min_frequency=1,
                             show_progress=False)
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save_model(str(folder))
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=512)
+    return BertTokenizerFast(tokenizer_object=tok._tokenizer, unk_token="[UNK]", sep_token="[SEP]",
+                             pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]", model_max_length=512)
 
 
 def build_export(encoder: str, head: str, folder: Path) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -196,3 +197,26 @@ def test_vrm_serve_passes_the_batching_options(scorer, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         serve_main(["--model", folder, "--batch-window-ms", "-1"])
     assert "--batch-window-ms -1 must be in [0, 10000]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_serving_benchmark_runs_all_three_servers_and_their_rewards_agree(tmp_path, monkeypatch):
+    """experiments/bench_serving.py on a tiny export, two client counts, short cells: a run, not a speed check."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench_serving.py"
+    spec = importlib.util.spec_from_file_location("bench_serving", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)
+    spec.loader.exec_module(bench)
+    table = tmp_path / "table.md"
+    results = bench.main(["--encoder", "tiny_bert", "--quick", "--seconds", "0.3", "--clients", "1,16",
+                          "--out", str(tmp_path), "--markdown", str(table)])
+    assert {(c["server"], c["clients"], c["queries_per_request"]) for c in results["cells"]} == {
+        (server, clients, size) for server in bench.SERVERS for clients in (1, 16) for size in (1, 16)}
+    assert all(c["requests"] > 0 and c["p50_ms"] <= c["p99_ms"] for c in results["cells"])
+    assert results["max_reward_diff"] <= ATOL
+    assert all(value > 0 for value in results["goals"].values())
+    assert table.read_text() == (tmp_path / "bench_serving_quick.md").read_text()
+    assert "| batching | 16 | 1 |" in table.read_text()
