@@ -170,6 +170,8 @@ def test_the_server_answers_each_concurrent_request_with_its_own_rewards(served,
     assert len(answers[4].json()["reward_std"]) == 1
     assert "query[0]" in answers[3].text
     assert max(texts for _, texts in batcher.batches) > 1  # some requests did share a batch
+    health = httpx.get(url + "/health", timeout=HANG_TIMEOUT).json()["batching"]
+    assert health["window_ms"] == 2000 and health["scored"] == {"batches": len(batcher.batches), "texts": 5}
 
 
 def test_a_half_sent_request_does_not_stall_the_others(served, scorer):

@@ -108,6 +108,8 @@ class Batcher:
         self._start = threading.Lock()
         #: Sizes (requests, texts) of the batches scored so far, oldest first (the last 1000): for tests and logs.
         self.batches: list[tuple[int, int]] = []
+        #: Batches and texts scored since the start (``/health`` shows them: texts / batches is the mean batch).
+        self.counts = {"batches": 0, "texts": 0}
 
     async def score(self, encoded: Sequence[Any], num_samples: int = 0, *,
                     question_types: Sequence[str | None] | None = None,
@@ -181,7 +183,9 @@ class Batcher:
                 groups.setdefault(job.num_samples, []).append(job)
             for jobs in groups.values():
                 score_jobs(self.scorer, jobs)
-            self.batches = [*self.batches[-999:], (len(batch), sum(len(job.encoded) for job in batch))]
+            texts = sum(len(job.encoded) for job in batch)
+            self.batches = [*self.batches[-999:], (len(batch), texts)]
+            self.counts = {"batches": self.counts["batches"] + 1, "texts": self.counts["texts"] + texts}
 
 
 class SerialScorer:

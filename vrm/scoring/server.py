@@ -239,7 +239,8 @@ def create_app(scorer: RewardScorer | TextScorer, limits: ServerLimits | None = 
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "model": model_name, "head": scorer.name,
-                "response_marker": scorer.response_marker, "limits": asdict(limits), "batching": asdict(batching)}
+                "response_marker": scorer.response_marker, "limits": asdict(limits),
+                "batching": {**asdict(batching), "scored": getattr(runner, "counts", None)}}
 
     @app.post("/get_reward")
     async def get_reward(body: RewardRequest) -> dict:
