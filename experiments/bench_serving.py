@@ -1,7 +1,8 @@
 """Serving throughput: ``vrm-serve`` with batching, without it, and a plain transformers forward, side by side.
 
-Three servers on 127.0.0.1 answer OpenRLHF's ``POST /get_reward`` for the same export, one after the other, each in
-its own process with the same torch threads:
+Three servers on 127.0.0.1 answer OpenRLHF's ``POST /get_reward`` for the same export, each in its own process with
+the same torch threads, all started at once and measured in turn, cell by cell, in a rotating order (so that a
+change of load on a shared machine falls on all three alike):
 
 - ``batching``: ``vrm-serve --model DIR`` (concurrent requests share forward passes, :mod:`vrm.scoring.batching`);
 - ``no_batching``: ``vrm-serve --model DIR --no-batching`` (each request alone, one at a time: the path before
@@ -11,8 +12,8 @@ its own process with the same torch threads:
   behind the same HTTP layer (``vrm.scoring.server.create_app``: same limits, validation and JSON).
 
 For 1, 4, 16 and 64 concurrent clients (asyncio tasks of one ``httpx.AsyncClient`` in this process), each sending
-requests of 1 and of 16 queries back to back for ``--seconds``, it records queries/s and the p50/p99 request latency,
-and checks every reward returned under load against the reward of the same query scored alone by ``RewardScorer``
+requests of 1 and of 16 queries back to back for ``--seconds`` (requests under way then finish), it records
+queries/s and the p50/p99 request latency, and checks every reward returned under load against the reward of the same query scored alone by ``RewardScorer``
 (the largest difference is reported: the three servers compute the same function, whatever the batch). Queries
 are chat-template renderings of (prompt, response) pairs whose responses join 1 to 6 sentences (about 20 to 120
 tokens). The goal (issue 24): 16 concurrent single-query clients of the batching server reach >= 0.8x the queries/s
@@ -195,6 +196,7 @@ async def run_cell(base: str, queries: list[str], reference: list[float], client
     """``clients`` tasks sending ``per_request``-query requests back to back for ``seconds``."""
     latencies: list[float] = []
     done_queries, worst = 0, 0.0
+    scored_before = httpx.get(f"{base}/health", timeout=600).json()["batching"]["scored"]
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     load_before = os.getloadavg()[0]
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=600) as http:
@@ -217,38 +219,52 @@ async def run_cell(base: str, queries: list[str], reference: list[float], client
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.perf_counter() - start
     latencies.sort()
-    return {"clients": clients, "queries_per_request": per_request, "requests": len(latencies),
+    scored = httpx.get(f"{base}/health", timeout=600).json()["batching"]["scored"]
+    texts_per_batch = None if scored is None else (scored["texts"] - scored_before["texts"]) / max(
+        scored["batches"] - scored_before["batches"], 1)
+    return {"texts_per_batch": texts_per_batch, "clients": clients, "queries_per_request": per_request, "requests": len(latencies),
             "queries_per_second": done_queries / elapsed, "seconds": elapsed,
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
             "max_reward_diff": worst, "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
-def bench_server(kind: str, folder: Path, queries: list[str], reference: list[float],
-                 args: argparse.Namespace) -> list[dict]:
-    """Every cell (clients x queries per request) against a fresh ``kind`` server."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = start_server(kind, folder, port, args)
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
     try:
-        wait_healthy(proc, base)
-        httpx.post(f"{base}/get_reward", json={"query": queries[:16]}, timeout=600).raise_for_status()  # warm-up
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # uvicorn's graceful shutdown still finishing queued requests
+        proc.kill()
+        proc.wait()
+
+
+def bench_servers(folder: Path, queries: list[str], reference: list[float], args: argparse.Namespace) -> list[dict]:
+    """Every cell (clients x queries per request) against the three servers, all started at once and run one after
+    the other cell by cell, in an order that rotates from cell to cell: a change of the machine's load during the
+    run falls on all three alike."""
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        for kind in SERVERS:
+            port = free_port()
+            servers[kind] = (start_server(kind, folder, port, args), f"http://127.0.0.1:{port}")
+        for proc, base in servers.values():
+            wait_healthy(proc, base)
+            httpx.post(f"{base}/get_reward", json={"query": queries[:16]}, timeout=600).raise_for_status()  # warm-up
         cells = []
-        for clients in args.clients:
-            for per_request in QUERIES_PER_REQUEST:
-                cell = asyncio.run(run_cell(base, queries, reference, clients, per_request, args.seconds, args.seed))
+        grid = [(clients, size) for clients in args.clients for size in QUERIES_PER_REQUEST]
+        for i, (clients, per_request) in enumerate(grid):
+            for kind in SERVERS[i % len(SERVERS):] + SERVERS[:i % len(SERVERS)]:
+                cell = asyncio.run(run_cell(servers[kind][1], queries, reference, clients, per_request, args.seconds,
+                                            args.seed))
                 cells.append({"server": kind, **cell})
                 print(f"{kind:>12} {clients:>3} clients x {per_request:>2} queries: {cell['queries_per_second']:7.1f} "
-                      f"q/s, p50 {cell['p50_ms']:7.1f} ms, p99 {cell['p99_ms']:7.1f} ms, max |reward diff| "
-                      f"{cell['max_reward_diff']:.1e}, load {cell['load_before']:.1f}", flush=True)
-        return cells
+                      f"q/s, p50 {cell['p50_ms']:7.1f} ms, p99 {cell['p99_ms']:7.1f} ms, texts per batch "
+                      f"{cell['texts_per_batch'] or 0:.1f}, max |reward diff| {cell['max_reward_diff']:.1e}, load "
+                      f"{cell['load_before']:.1f}", flush=True)
+        return sorted(cells, key=lambda c: SERVERS.index(c["server"]))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc, _ in servers.values():
+            stop(proc)
 
 
 def qps(cells: list[dict], server: str, clients: int, per_request: int) -> float:
@@ -278,11 +294,13 @@ def markdown(results: dict) -> str:
              f"Export: {results['export']}; device {results['device']}, {results['threads']} torch thread(s) per "
              f"server, {results['seconds']:g} s per cell; machine: {results['machine']}; load average (1 min) "
              f"{results['load_range'][0]:.1f} to {results['load_range'][1]:.1f} over the run.", "",
-             "| server | clients | queries/request | queries/s | p50 ms | p99 ms | max abs reward diff | load |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| server | clients | queries/request | queries/s | p50 ms | p99 ms | texts per batch | max abs reward diff "
+             "| load |", "|---|---|---|---|---|---|---|---|---|"]
     for c in results["cells"]:
+        batch = "" if c.get("texts_per_batch") is None else f"{c['texts_per_batch']:.1f}"
         lines.append(f"| {c['server']} | {c['clients']} | {c['queries_per_request']} | {c['queries_per_second']:.1f} "
-                     f"| {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | {c['max_reward_diff']:.1e} | {c['load_before']:.1f} |")
+                     f"| {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | {batch} | {c['max_reward_diff']:.1e} "
+                     f"| {c['load_before']:.1f} |")
     lines += ["", f"- 16 single-query clients / one client of 16-query requests (batching server): "
                   f"**{ratio(g['vs_big_requests'])}** (goal >= {GOAL_VS_BIG_REQUESTS})",
               f"- 16 single-query clients, batching / no batching: **{ratio(g['vs_no_batching'])}** (goal >= "
@@ -338,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
         queries = make_queries(scorer.tokenizer, 256, args.seed)
         reference = [scorer.score_encoded([scorer.encode_query(q)])["reward"][0] for q in queries]  # each alone
         del scorer
-        cells = [cell for kind in SERVERS for cell in bench_server(kind, folder, queries, reference, args)]
+        cells = bench_servers(folder, queries, reference, args)
     command = "python experiments/bench_serving.py" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
     loads = [c[k] for c in cells for k in ("load_before", "load_after")]
     results = {
