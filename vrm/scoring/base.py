@@ -111,6 +111,9 @@ class TextScorer:
         head, response = split_query(query, self.response_marker, prompt)
         return TextPair(*plain_pair(head, response, self.response_marker))
 
+    def check_num_samples(self, num_samples: int) -> None:
+        """Any ``num_samples`` is accepted (and ignored)."""
+
     def score_encoded(self, encoded: Sequence[TextPair], num_samples: int = 0, progress: bool = False, *,
                       question_types: Sequence[str | None] | None = None,
                       references: Sequence[str | None] | None = None) -> dict[str, list]:

@@ -266,13 +266,7 @@ class RewardScorer(Scorer):
         ``reward`` = their mean - lambda * std, plus ``reward_mean`` and ``reward_std``; ``return_samples`` adds the
         samples themselves (``reward_samples``, S per sequence).
         """
-        if not 0 <= num_samples <= MAX_UNCERTAINTY_SAMPLES:
-            raise ValueError(f"num_samples={num_samples} must be in [0, {MAX_UNCERTAINTY_SAMPLES}] "
-                             "(vrm.config.eval.MAX_UNCERTAINTY_SAMPLES: the samples of a batch are held at once)")
-        if num_samples and self.name != "vrm":
-            raise ValueError(f"num_samples={num_samples}: this is a Bradley-Terry reward model, which has no posterior "
-                             "to sample a reward standard deviation from; score it with num_samples=0 (vrm-score: "
-                             "without --num-samples)")
+        self.check_num_samples(num_samples)
         results: dict[str, list] = {"reward": [None] * len(encoded)}
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
         bar = progress_bar(len(encoded), desc, unit="seq", disable=progress is not True)
@@ -288,15 +282,25 @@ class RewardScorer(Scorer):
         bar.close()
         return results
 
+    def check_num_samples(self, num_samples: int) -> None:
+        """A ValueError for a ``num_samples`` this model cannot score with (checked before any work)."""
+        if not 0 <= num_samples <= MAX_UNCERTAINTY_SAMPLES:
+            raise ValueError(f"num_samples={num_samples} must be in [0, {MAX_UNCERTAINTY_SAMPLES}] "
+                             "(vrm.config.eval.MAX_UNCERTAINTY_SAMPLES: the samples of a batch are held at once)")
+        if num_samples and self.name != "vrm":
+            raise ValueError(f"num_samples={num_samples}: this is a Bradley-Terry reward model, which has no posterior "
+                             "to sample a reward standard deviation from; score it with num_samples=0 (vrm-score: "
+                             "without --num-samples)")
+        if num_samples == 1 and self.conservative_lambda is not None:
+            raise ValueError("a conservative reward needs num_samples >= 2 (or 0: conservative_samples)")
+
     def _forward(self, batch: list[EncodedSequence], num_samples: int, return_samples: bool = False
                  ) -> dict[str, list]:
         ids, mask = pad_sequences([e.input_ids for e in batch], self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         if not self.is_vrm_model:
             return {"reward": self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().tolist()}
-        if self.conservative_lambda is not None and num_samples < 2:
-            if num_samples == 1:
-                raise ValueError("a conservative reward needs num_samples >= 2 (or 0: conservative_samples)")
+        if self.conservative_lambda is not None and num_samples == 0:  # (1 is refused by check_num_samples)
             num_samples = self.conservative_samples
         # The ids alone, as every client passes them: the model finds the prompt/response boundary itself.
         out = self.model(ids, mask, return_details=True, num_samples=num_samples)

@@ -14,15 +14,17 @@
 
 Requests over the limits get a 413 (a body over the limit as soon as it passes it, chunked or not), malformed ones a
 422 (FastAPI's validation: a field of the wrong type, a message role not in ``MESSAGE_ROLES``, text that is not
-text, such as a lone surrogate ``"\\ud800"``), each with a message; the server keeps serving. Scoring is serialised
-by a lock (one forward pass at a time on the model).
+text, such as a lone surrogate ``"\\ud800"``), each with a message; the server keeps serving. A request is checked
+and tokenised on its own; then the texts of concurrent requests are scored together in shared forward passes and
+each request gets exactly its own outputs (:mod:`vrm.scoring.batching`; ``BatchSettings(enabled=False)``, i.e.
+``vrm-serve --no-batching``: one request at a time under a lock).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import threading
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
@@ -31,6 +33,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -40,6 +43,7 @@ from vrm.data.limits import MAX_MESSAGES, MAX_TEXT_CHARS
 from vrm.data.schema import MESSAGE_ROLES
 from vrm.data.textio import check_text
 from vrm.scoring.base import QuerySplitError, TextScorer
+from vrm.scoring.batching import Batcher, BatchSettings, SerialScorer
 from vrm.scoring.scorer import RewardScorer
 
 DEFAULT_HOST = "127.0.0.1"
@@ -176,57 +180,84 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
     return AsciiJSONResponse({"detail": [_echo(detail) for detail in jsonable_encoder(error.errors())]}, 422)
 
 
-def create_app(scorer: RewardScorer | TextScorer, limits: ServerLimits | None = None, model_name: str = "") -> FastAPI:
-    """The FastAPI application serving ``scorer``."""
-    limits = limits or ServerLimits()
-    lock = threading.Lock()
-    app = FastAPI(title="vrm reward server", description=__doc__)
+def _encode_queries(scorer: RewardScorer | TextScorer, body: RewardRequest, limits: ServerLimits) -> list:
+    """The queries of a ``/get_reward`` request checked and tokenised (an HTTPException for the first bad one)."""
+    _check_batch(len(body.query), limits)
+    if body.prompts is not None and len(body.prompts) != len(body.query):
+        raise HTTPException(422, f"'prompts' has {len(body.prompts)} entries but 'query' has {len(body.query)}")
+    for i, query in enumerate(body.query):
+        _check_text(f"query[{i}]", len(query), limits)
+    encoded = []
+    for i, query in enumerate(body.query):
+        try:
+            encoded.append(scorer.encode_query(query, None if body.prompts is None else body.prompts[i]))
+        except QuerySplitError as err:
+            raise HTTPException(422, f"query[{i}]: {err}") from err
+        except ValueError as err:
+            raise HTTPException(422, f"query[{i}] cannot be tokenised: {err}") from err
+    return encoded
 
+
+def _encode_pairs(scorer: RewardScorer | TextScorer, body: ScoreRequest, limits: ServerLimits) -> list:
+    """The pairs of a ``/score`` request checked and tokenised (an HTTPException for the first bad one)."""
+    _check_batch(len(body.pairs), limits)
+    if body.num_samples > limits.max_num_samples:
+        raise _too_large("num_samples", body.num_samples, limits.max_num_samples, "--max-num-samples")
+    try:
+        scorer.check_num_samples(body.num_samples)
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from err
+    encoded = []
+    for i, pair in enumerate(body.pairs):
+        prompt = pair.prompt if isinstance(pair.prompt, str) else [m.model_dump() for m in pair.prompt]
+        prompt_chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+        _check_text(f"pairs[{i}]", prompt_chars + len(pair.response), limits)
+        try:
+            encoded.append(scorer.encode_pair(prompt, pair.response))
+        except ValueError as err:
+            raise HTTPException(422, f"pairs[{i}] cannot be tokenised: {err}") from err
+    return encoded
+
+
+def create_app(scorer: RewardScorer | TextScorer, limits: ServerLimits | None = None, model_name: str = "",
+               batching: BatchSettings | None = None) -> FastAPI:
+    """The FastAPI application serving ``scorer``; ``batching``: how concurrent requests share forward passes."""
+    limits = limits or ServerLimits()
+    batching = batching or BatchSettings()
+    runner = Batcher(scorer, batching) if batching.enabled else SerialScorer(scorer)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        runner.close()
+
+    app = FastAPI(title="vrm reward server", description=__doc__, lifespan=lifespan)
+    app.state.runner = runner
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "model": model_name, "head": scorer.name,
-                "response_marker": scorer.response_marker, "limits": asdict(limits)}
+                "response_marker": scorer.response_marker, "limits": asdict(limits),
+                "batching": {**asdict(batching), "scored": getattr(runner, "counts", None)}}
 
     @app.post("/get_reward")
-    def get_reward(body: RewardRequest) -> dict:
-        _check_batch(len(body.query), limits)
-        if body.prompts is not None and len(body.prompts) != len(body.query):
-            raise HTTPException(422, f"'prompts' has {len(body.prompts)} entries but 'query' has {len(body.query)}")
-        for i, query in enumerate(body.query):
-            _check_text(f"query[{i}]", len(query), limits)
-        encoded = []
-        for i, query in enumerate(body.query):
-            try:
-                encoded.append(scorer.encode_query(query, None if body.prompts is None else body.prompts[i]))
-            except QuerySplitError as err:
-                raise HTTPException(422, f"query[{i}]: {err}") from err
-            except ValueError as err:
-                raise HTTPException(422, f"query[{i}] cannot be tokenised: {err}") from err
-        with lock:
-            return {"rewards": scorer.score_encoded(encoded)["reward"]}
+    async def get_reward(body: RewardRequest) -> dict:
+        encoded = await run_in_threadpool(_encode_queries, scorer, body, limits)
+        try:
+            details = await runner.score(encoded)
+        except ValueError as err:
+            raise HTTPException(422, f"the queries cannot be scored: {err}") from err
+        return {"rewards": details["reward"]}
 
     @app.post("/score")
-    def score(body: ScoreRequest) -> dict:
-        _check_batch(len(body.pairs), limits)
-        if body.num_samples > limits.max_num_samples:
-            raise _too_large("num_samples", body.num_samples, limits.max_num_samples, "--max-num-samples")
-        encoded = []
-        for i, pair in enumerate(body.pairs):
-            prompt = pair.prompt if isinstance(pair.prompt, str) else [m.model_dump() for m in pair.prompt]
-            prompt_chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
-            _check_text(f"pairs[{i}]", prompt_chars + len(pair.response), limits)
-            try:
-                encoded.append(scorer.encode_pair(prompt, pair.response))
-            except ValueError as err:
-                raise HTTPException(422, f"pairs[{i}] cannot be tokenised: {err}") from err
+    async def score(body: ScoreRequest) -> dict:
+        encoded = await run_in_threadpool(_encode_pairs, scorer, body, limits)
         try:
-            with lock:
-                details = scorer.score_encoded(encoded, num_samples=body.num_samples,
-                                               question_types=[pair.question_type for pair in body.pairs],
-                                               references=[pair.reference for pair in body.pairs])
+            details = await runner.score(encoded, body.num_samples,
+                                         question_types=[pair.question_type for pair in body.pairs],
+                                         references=[pair.reference for pair in body.pairs])
         except ValueError as err:  # e.g. the proxy's closed-ended pair without a reference
             raise HTTPException(422, f"the pairs cannot be scored: {err}") from err
         return {("rewards" if key == "reward" else key): value for key, value in details.items()}
@@ -285,10 +316,11 @@ def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
 
 
 def serve(scorer: RewardScorer | TextScorer, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          limits: ServerLimits | None = None, model_name: str = "", log_level: str = "info") -> None:
+          limits: ServerLimits | None = None, model_name: str = "", log_level: str = "info",
+          batching: BatchSettings | None = None) -> None:
     """Serve ``scorer`` until interrupted."""
     import uvicorn
 
     limits = limits or ServerLimits()
-    uvicorn.run(create_app(scorer, limits, model_name=model_name), host=host, port=port, log_level=log_level,
-                **uvicorn_options(limits))
+    uvicorn.run(create_app(scorer, limits, model_name=model_name, batching=batching), host=host, port=port,
+                log_level=log_level, **uvicorn_options(limits))
