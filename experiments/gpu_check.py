@@ -7,7 +7,8 @@ data are HH-RLHF-length pairs made on the spot (``hh_lengths.py``). Every measur
 that fails is a row saying why, and the others still run. It measures:
 
 1. **VRM / BT step time** (the same batch, interleaved optimizer steps under bf16 autocast; the encoder as
-   ``conf/encoder/qwen2_5_0_5b.yaml`` trains it: LoRA and gradient checkpointing), and the peak GPU memory;
+   ``conf/encoder/qwen2_5_0_5b.yaml`` trains it: LoRA and gradient checkpointing), the BT step with
+   ``encoder.length_chunks=2`` over 1 (does a second, trimmed pass pay on a GPU?), and the peak GPU memory;
 2. **our BT / TRL RewardTrainer step time** (bench_training's two timed trainers, both bf16 on the GPU, full
    fine-tuning, no gradient checkpointing, the same data, batch, max length and optimizer);
 3. **RewardScorer / raw transformers forward** in pairs/s (bench_scoring's ``bench_head``, bfloat16 weights);
@@ -99,34 +100,40 @@ def timed_step(module, optimizer, batch, device: str) -> float:
 
 
 def vrm_over_bt(args, overrides: list[str], work: Path) -> list[tuple[str, str]]:
-    """Section 1: VRM and BT steps on the same batch, interleaved; peak memory of each."""
+    """Section 1: VRM, BT, and BT with two length-sorted encoder passes, on the same batch, interleaved; peak memory
+    of each one's first step."""
     import bench_training
 
-    rows, modules, seconds, peaks = [], {}, {}, {}
-    batch = None
-    for head in ("vrm", "bt"):
-        _, dm, module = bench_training.build(head, "tiny_qwen2", work / head, overrides)
+    cases = {"vrm": ("vrm", []), "bt": ("bt", []), "bt_chunks2": ("bt", ["encoder.length_chunks=2"])}
+    modules, seconds, peaks, batch = {}, {}, {}, None
+    for name, (head, extra) in cases.items():
+        _, dm, module = bench_training.build(head, "tiny_qwen2", work / name, [*overrides, *extra])
         if batch is None:
             batch = {k: v.to(args.device) for k, v in next(iter(dm.train_dataloader())).items()}
-        modules[head] = module.to(args.device).train()
+        modules[name] = module.to(args.device).train()
+        seconds[name] = []
     optimizers = {k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=5e-5,
                                        fused=args.device == "cuda") for k, m in modules.items()}
-    for head in modules:
-        seconds[head] = []
+    names = list(modules)
     for i in range(args.steps + args.warmup):
-        for head in ("vrm", "bt") if i % 2 == 0 else ("bt", "vrm"):
-            reset_peak(args.device) if i == 0 else None
-            seconds[head].append(timed_step(modules[head], optimizers[head], batch, args.device))
+        for name in names[i % len(names):] + names[:i % len(names)]:  # rotate who goes first
             if i == 0:
-                peaks[head] = peak_gib(args.device)
+                reset_peak(args.device)
+            seconds[name].append(timed_step(modules[name], optimizers[name], batch, args.device))
+            if i == 0:
+                peaks[name] = peak_gib(args.device)
     ms = {h: 1000 * statistics.median(s[args.warmup:]) for h, s in seconds.items()}
-    shape = f"{batch['input_ids'].shape[0] // 2} pairs x {batch['input_ids'].shape[1]} tokens"
-    rows.append(("VRM step / BT step (LoRA, gradient checkpointing, as qwen2_5_0_5b.yaml)",
-                 f"{ms['vrm'] / ms['bt']:.2f} ({ms['vrm']:.1f} vs {ms['bt']:.1f} ms; {shape}; goal <= 1.05)"))
-    for head in ("vrm", "bt"):
-        if peaks.get(head) is not None:
-            rows.append((f"peak GPU memory, {head.upper()} step (first step, weights + optimizer + activations)",
-                         f"{peaks[head]:.2f} GiB"))
+    mask = batch["attention_mask"]
+    shape = (f"{mask.shape[0] // 2} pairs x {mask.shape[1]} tokens, {float(mask.float().mean()):.2f} of them real; "
+             "the grouped order's first batch")
+    rows = [("VRM step / BT step (LoRA, gradient checkpointing, as qwen2_5_0_5b.yaml)",
+             f"{ms['vrm'] / ms['bt']:.2f} ({ms['vrm']:.1f} vs {ms['bt']:.1f} ms; {shape}; goal <= 1.05)"),
+            ("BT step, encoder.length_chunks=2 / 1 (two length-sorted passes vs one padded pass)",
+             f"{ms['bt_chunks2'] / ms['bt']:.2f} ({ms['bt_chunks2']:.1f} vs {ms['bt']:.1f} ms)")]
+    for name in ("vrm", "bt"):
+        if peaks.get(name) is not None:
+            rows.append((f"peak GPU memory, {name.upper()} step (first step, weights + optimizer + activations)",
+                         f"{peaks[name]:.2f} GiB"))
     return rows
 
 
@@ -267,7 +274,7 @@ def main(argv: list[str] | None = None) -> str:
             timings.append(f"serving {seconds:.0f} s")
     shape_name = "tiny Qwen2 (hidden 32, 2 layers)" if args.tiny else "Qwen2.5-0.5B's shape, random init"
     lines = [f"# GPU check ({'CPU, tiny: a check of the script only' if args.cpu else 'GPU'})", "",
-             f"Command: `{shlex.join(['bash', 'experiments/gpu_check.sh', *(argv if argv is not None else sys.argv[1:])])}`"
+             f"Command: `{shlex.join(['python', 'experiments/gpu_check.py', *(argv if argv is not None else sys.argv[1:])])}`"
              "  ", f"Machine: {machine(args.device)}  ",
              f"Encoder: {shape_name}; data: {args.pairs} HH-RLHF-length pairs (experiments/hh_lengths.py), "
              f"batches of {args.batch_size} pairs, max_length {args.max_length}, data.group_by_length as configured; "

@@ -46,6 +46,8 @@ def test_gpu_check_runs_on_cpu_with_a_tiny_shape(tmp_path):
     rows = dict(re.findall(r"^\| ([^|]+) \| ([^|]+) \|$", text, re.M))
     assert "failed" not in text, text
     assert re.match(r"\d+\.\d\d \(", rows["VRM step / BT step (LoRA, gradient checkpointing, as qwen2_5_0_5b.yaml)"])
+    assert re.match(r"\d+\.\d\d \(", rows["BT step, encoder.length_chunks=2 / 1 (two length-sorted passes vs one "
+                                         "padded pass)"])
     assert re.match(r"\d+\.\d\d \(", rows["our BT step / TRL RewardTrainer step (full fine-tuning, bf16)"])
     for head in ("BT", "VRM"):
         value = rows[f"RewardScorer / raw forward, {head} export (pairs/s)"]
