@@ -16,7 +16,8 @@ if [[ ! -f "$wheels/requirements.txt" || ! -f "$wheels/wheels.tar.xz" ]]; then
 fi
 unpacked="$(mktemp -d)"
 trap 'rm -rf "$unpacked"' EXIT
-"$python" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' \
+# filter="data" where this Python has it (3.11.4 and later): no member may land outside the folder.
+"$python" -c 'import sys, tarfile; t = tarfile.open(sys.argv[1]); kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}; t.extractall(sys.argv[2], **kw)' \
   "$wheels/wheels.tar.xz" "$unpacked"
 # Installs only what is missing; a wheel that does not fit this Python or platform fails here, naming it.
 "$python" -m pip install --quiet --no-index --find-links "$unpacked" -r "$wheels/requirements.txt"
