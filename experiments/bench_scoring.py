@@ -60,15 +60,15 @@ def make_pairs(n: int, seed: int) -> tuple[list[str], list[str]]:
     return prompts, responses
 
 
-def build_export(head: str, encoder: str, max_length: int, folder: Path) -> Path:
-    """A model with ``head`` on ``encoder`` exported to ``folder``."""
+def build_export(head: str, encoder: str, max_length: int, folder: Path, overrides: list[str] = ()) -> Path:
+    """A model with ``head`` on ``encoder`` (and any further config ``overrides``) exported to ``folder``."""
     from vrm.config.compose import compose_config
     from vrm.models.encoder import load_encoder
     from vrm.scoring.export import export_model
     from vrm.training.build import build_module
 
-    cfg = compose_config([f"model={head}", f"encoder={encoder}", f"data.max_length={max_length}", "logger=none"],
-                         folder / "run")
+    cfg = compose_config([f"model={head}", f"encoder={encoder}", f"data.max_length={max_length}", "logger=none",
+                          *overrides], folder / "run")
     torch.manual_seed(0)
     enc = load_encoder(cfg.encoder)
     net = build_module(cfg, enc).net
@@ -81,8 +81,8 @@ def raw_rewards(model, tokenizer, prompts: list[str], responses: list[str], batc
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
             inputs = tokenizer(prompts[start:start + batch_size], responses[start:start + batch_size], padding=True,
-                               truncation=True, max_length=max_length, return_tensors="pt")
-            out += model(**inputs).logits[:, 0].tolist()
+                               truncation=True, max_length=max_length, return_tensors="pt").to(model.device)
+            out += model(**inputs).logits[:, 0].float().tolist()
     return out
 
 
@@ -92,10 +92,13 @@ def bench_head(head: str, args: argparse.Namespace, prompts: list[str], response
     import vrm  # noqa: F401 - registers the Auto classes for the raw path
     from vrm.scoring.scorer import RewardScorer
 
+    # The GPU check (experiments/gpu_check.py) passes a device, a dtype and encoder overrides; this script, none.
+    device, dtype = getattr(args, "device", "cpu"), getattr(args, "dtype", None)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = build_export(head, args.encoder, args.max_length, Path(tmp))
-        scorer = RewardScorer.from_pretrained(folder, batch_size=args.batch_size, device="cpu")
-        model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True).eval()
+        folder = build_export(head, args.encoder, args.max_length, Path(tmp), getattr(args, "overrides", ()))
+        scorer = RewardScorer.from_pretrained(folder, batch_size=args.batch_size, device=device, dtype=dtype)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, use_safetensors=True, **({"dtype": getattr(torch, dtype)} if dtype else {})).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
     lengths = [len(scorer.encode_pair(p, r).input_ids) for p, r in zip(prompts, responses)]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])

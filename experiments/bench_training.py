@@ -153,11 +153,13 @@ def vrm_over_bt(encoder: str, vrm_overrides: tuple[str, ...], steps: int, warmup
 
 
 # -- 2. our BT vs TRL ------------------------------------------------------------------------------
-def ours_bt_steps(encoder: str, steps: int, workdir: Path) -> list[float]:
+def ours_bt_steps(encoder: str, steps: int, workdir: Path, overrides: list[str] = (), accelerator: str = "cpu",
+                  precision: str = "32-true") -> list[float]:
     cfg, dm, module = build("bt", encoder, workdir, ["optim.lr=5e-5", "optim.head_lr=5e-5",
-                                                     "optim.warmup_fraction=0.0"])
+                                                     "optim.warmup_fraction=0.0", *overrides])
     timer = LightningStepTimer()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=steps, logger=False,
+                        enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[timer],
                         default_root_dir=str(workdir))
@@ -184,12 +186,13 @@ def trl_model_and_tokenizer(cfg):
     return model, tokenizer
 
 
-def trl_steps(encoder: str, steps: int, workdir: Path) -> list[float]:
+def trl_steps(encoder: str, steps: int, workdir: Path, overrides: list[str] = (), cpu: bool = True,
+              bf16: bool = False) -> list[float]:
     import datasets
     from transformers import TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
-    cfg, dm, _ = build("bt", encoder, workdir)
+    cfg, dm, _ = build("bt", encoder, workdir, overrides)
     pairs = dm.data.splits["train"]
     # Plain-text prompts (the tiny test tokenizers have no chat template): the messages' text, one per line.
     prompts = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) + "\n" for p in pairs["prompt"]]
@@ -207,7 +210,7 @@ def trl_steps(encoder: str, steps: int, workdir: Path) -> list[float]:
 
     args = RewardConfig(output_dir=str(workdir / "trl"), per_device_train_batch_size=cfg.data.batch_size,
                         max_steps=steps, learning_rate=5e-5, weight_decay=0.01, warmup_steps=0, max_grad_norm=1.0,
-                        gradient_checkpointing=False, bf16=False, use_cpu=True,
+                        gradient_checkpointing=False, bf16=bf16, use_cpu=cpu,
                         max_length=cfg.data.max_length, disable_dropout=False, logging_steps=10**6,
                         save_strategy="no", report_to="none", seed=0, dataloader_num_workers=0)
     trainer = RewardTrainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,

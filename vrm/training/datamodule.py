@@ -173,7 +173,11 @@ class PreferenceDataModule(L.LightningDataModule):
             sampler = ResumableBatchSampler(len(split), batch_size, self.seed, lengths=lengths)
             return ResumableDataLoader(split, sampler, collate_fn=self.collate, num_workers=self.cfg.num_workers)
         generator = torch.Generator().manual_seed(self.seed)
-        sampler = None if lengths is None else LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        # Under DDP Lightning shards this order unshuffled (rank r takes every world_size-th index), so the groups
+        # are of the global batch (as transformers' Trainer groups): each rank's batch comes from one of them.
+        world_size = 1 if self.trainer is None else self.trainer.world_size
+        sampler = None if lengths is None else LengthGroupedSampler(batch_size * world_size, lengths=lengths,
+                                                                    generator=generator)
         return DataLoader(split, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
                           collate_fn=self.collate, num_workers=self.cfg.num_workers)
 
