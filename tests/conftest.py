@@ -37,6 +37,32 @@ TINY_OVERRIDES = [
 ]
 
 
+def random_model(overrides, root, *, seed: int = 0, tokenizer=None):
+    """``(net, enc)``: the model of the training config ``TINY_OVERRIDES + overrides``, randomly initialised under
+    ``torch.manual_seed(seed)``, with its loaded encoder (``enc.tokenizer`` is the tokenizer: ``tokenizer`` when
+    given, which the model's architecture then reads, as training would)."""
+    import torch
+
+    from vrm.models.encoder import load_encoder
+    from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
+    from vrm.training.build import architecture
+
+    cfg = compose_train(TINY_OVERRIDES + list(overrides), root)
+    torch.manual_seed(seed)
+    enc = load_encoder(cfg.encoder)
+    if tokenizer is not None:
+        enc.tokenizer = tokenizer
+    return VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model), enc
+
+
+def random_export(root, overrides=("model=vrm",), **export_options):
+    """:func:`random_model` (a VRM on the tiny BERT by default) exported to ``root / "export"``."""
+    from vrm.scoring.export import export_model
+
+    net, enc = random_model(overrides, root)
+    return export_model(net, enc.tokenizer, root / "export", **export_options)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Tokenisation cache in a temporary folder, never the user's; so are the trackers' own folders (Trackio reads

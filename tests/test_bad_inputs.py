@@ -18,18 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 import uvicorn
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import TINY_OVERRIDES, compose_train, random_export
 from fastapi.testclient import TestClient
 
 from vrm.config.data import DataConfig
 from vrm.data.loading import load_preference_data
 from vrm.errors import DataError
-from vrm.models.encoder import load_encoder
-from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
-from vrm.scoring.export import export_model
 from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import ServerLimits, create_app
-from vrm.training.build import architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"prompt": "How do I sort a list?", "chosen": "Use sorted().", "rejected": "You cannot."}
@@ -208,11 +204,7 @@ def test_vrm_train_names_an_empty_file_in_one_line(tmp_path):
 def export_dir(tmp_path_factory) -> Path:
     """A randomly initialised VRM on the tiny BERT, exported (its tokenizer is what crashed on a lone surrogate)."""
     root = tmp_path_factory.mktemp("bad_inputs")
-    cfg = compose_train(TINY_OVERRIDES + ["model=vrm"], root)
-    torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
-    return export_model(net, enc.tokenizer, root / "export")
+    return random_export(root, ["model=vrm"])
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, random_export
 
 from vrm.config.eval import MAX_UNCERTAINTY_SAMPLES
-from vrm.models.encoder import load_encoder
-from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
-from vrm.scoring.export import export_model
-from vrm.training.build import architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A few training pairs on the tiny BERT: every run here trains for seconds.
@@ -151,11 +147,7 @@ def test_kl_warmup_steps_zero_means_no_warm_up(tmp_path):
 def bt_export(tmp_path_factory) -> Path:
     """A randomly initialised BT model on the tiny BERT, exported."""
     root = tmp_path_factory.mktemp("round3_bt")
-    cfg = compose_train(TINY_OVERRIDES + ["model=bt"], root)
-    torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
-    return export_model(net, enc.tokenizer, root / "export")
+    return random_export(root, ["model=bt"])
 
 
 @pytest.fixture

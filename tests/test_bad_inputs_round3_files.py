@@ -19,15 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 import uvicorn
-from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, TINY_OVERRIDES, random_export
 
 from vrm.data.limits import MAX_LINE_CHARS, MAX_TEXT_CHARS
-from vrm.models.encoder import load_encoder
-from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
-from vrm.scoring.export import export_model
 from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import ServerLimits, create_app, uvicorn_options
-from vrm.training.build import architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"prompt": "How do I sort a list?", "chosen": "Use sorted().", "rejected": "You cannot."}
@@ -71,11 +67,7 @@ def assert_one_clear_line(result: subprocess.CompletedProcess, *named: str) -> N
 def export_dir(tmp_path_factory) -> Path:
     """A randomly initialised VRM on the tiny BERT, exported."""
     root = tmp_path_factory.mktemp("round3")
-    cfg = compose_train(TINY_OVERRIDES + ["model=vrm"], root)
-    torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
-    return export_model(net, enc.tokenizer, root / "export")
+    return random_export(root, ["model=vrm"])
 
 
 @pytest.fixture(scope="module")

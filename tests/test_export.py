@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train, random_model
 from fastapi.testclient import TestClient
 from safetensors import safe_open
 from transformers import AutoTokenizer
@@ -28,8 +28,7 @@ from vrm.cli.score import main as score_main
 from vrm.cli.train import train_and_export as train
 from vrm.data.tokenize import EncodedSequence, PairEncoder
 from vrm.errors import UnsafeCheckpointError
-from vrm.models.encoder import load_encoder
-from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
+from vrm.models.modeling_vrm import VRMForSequenceClassification
 from vrm.scoring.export import (
     AUTO_MAP,
     HEADS_FILE,
@@ -43,7 +42,6 @@ from vrm.scoring.export import (
 from vrm.scoring.export_folder import MANIFEST, verify_export
 from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import create_app
-from vrm.training.build import architecture
 from vrm.training.module import RewardModule
 
 MULTI_TURN = [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "An apple."},
@@ -113,10 +111,8 @@ def code_exports(models) -> dict[str, Path]:
 def gpt2_plain(tmp_path_factory) -> tuple[Path, list[EncodedSequence], list[float]]:
     """A (randomly initialised) BT model on a tiny GPT-2, exported plain."""
     root = tmp_path_factory.mktemp("gpt2")
-    cfg = compose_train(TINY_OVERRIDES + ["model=bt", "encoder=tiny_gpt2"], root)
-    torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model).eval()
+    net, enc = random_model(["model=bt", "encoder=tiny_gpt2"], root)
+    net.eval()
     encoded = encode_all(net, enc.tokenizer)
     return export_model(net, enc.tokenizer, root / "plain", plain=True), encoded, rewards_one_by_one(net, encoded)
 
@@ -330,9 +326,7 @@ def test_plain_export_is_refused_where_the_head_cannot_pool_like_ours(models, tm
 
 def test_plain_export_is_refused_for_an_mlp_bt_head(tmp_path):
     """A BT head with a hidden layer (model.bt_head=mlp) is no ...ForSequenceClassification's one score matrix."""
-    cfg = compose_train(TINY_OVERRIDES + ["model=bt", "encoder=tiny_llama", "model.bt_head=mlp"], tmp_path)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    net, enc = random_model(["model=bt", "encoder=tiny_llama", "model.bt_head=mlp"], tmp_path)
     with pytest.raises(ExportError, match="bt_head='mlp'"):
         export_model(net, enc.tokenizer, tmp_path / "no", plain=True)
     assert not (tmp_path / "no").exists()
@@ -364,10 +358,7 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(models, tmp_path):
 
 def test_lora_encoder_is_merged_before_saving(tmp_path):
     peft = pytest.importorskip("peft")
-    cfg = compose_train(TINY_OVERRIDES + ["model=vrm", "encoder=tiny_bert"], tmp_path)
-    torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    net, enc = random_model(["model=vrm", "encoder=tiny_bert"], tmp_path)
     lora = peft.LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False)
     net.encoder = peft.get_peft_model(net.encoder, lora)
     expected = RewardScorer(net, enc.tokenizer).score(PROMPTS, RESPONSES)
@@ -426,10 +417,8 @@ def old_export(net: VRMForSequenceClassification, tokenizer, folder: Path) -> Pa
 
 
 def test_a_pre_contract_bert_export_scores_as_the_old_rule_did(tmp_path):
-    cfg = compose_train(TINY_OVERRIDES + ["model=vrm", "encoder=tiny_bert"], tmp_path)
-    torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model).eval()
+    net, enc = random_model(["model=vrm", "encoder=tiny_bert"], tmp_path)
+    net.eval()
     folder = old_export(net, enc.tokenizer, tmp_path / "old")
     # The old rule by hand: the prompt with its special tokens, the response, [SEP]; token types 0 then 1.
     tok = enc.tokenizer
@@ -449,10 +438,7 @@ def test_a_pre_contract_decoder_model_is_refused_with_the_reason(tmp_path):
 
     from vrm.data.contract import ContractError
 
-    cfg = compose_train(TINY_OVERRIDES + ["model=vrm", "encoder=tiny_llama"], tmp_path)
-    enc = load_encoder(cfg.encoder)
-    enc.tokenizer = bpe_tokenizers.gpt2_like()
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    net, enc = random_model(["model=vrm", "encoder=tiny_llama"], tmp_path, tokenizer=bpe_tokenizers.gpt2_like())
     folder = old_export(net, enc.tokenizer, tmp_path / "old")
     with pytest.raises(ContractError, match="trained before the input contract"):
         RewardScorer.from_pretrained(folder)

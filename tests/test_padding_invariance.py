@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import random_export
 from transformers import AutoModelForSequenceClassification
 
-from vrm.models.encoder import load_encoder
-from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
-from vrm.scoring.export import export_model
+from vrm.models.modeling_vrm import VRMForSequenceClassification
 from vrm.scoring.scorer import RewardScorer
-from vrm.training.build import architecture
 
 ATOL = 1e-5
 SHORT = [("Name a fruit.", "An apple."), ("What is 2 + 2?", "4.")]
@@ -36,12 +33,7 @@ def case_id(case) -> str:
 def export(request, tmp_path_factory):
     encoder, head, plain, overrides = request.param
     root = tmp_path_factory.mktemp(case_id(request.param))
-    cfg = compose_train(TINY_OVERRIDES + [f"model={head}", f"encoder={encoder}", "data.max_length=512", *overrides],
-                        root)
-    torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
-    return export_model(net, enc.tokenizer, root / "export", plain=plain)
+    return random_export(root, [f"model={head}", f"encoder={encoder}", "data.max_length=512", *overrides], plain=plain)
 
 
 def test_a_reward_is_the_same_alone_and_batched_with_longer_texts(export):

@@ -9,18 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import random_export, random_model
 from test_evaluate import EVAL_DATA, SMALL, LookupScorer, compose_eval
 from test_feature_cache import frozen_setup
 
 from vrm.data.tokenization import tokenizer_fingerprint
 from vrm.evaluation import synthetic_eval as se
 from vrm.evaluation.evaluate import evaluate, score_split
-from vrm.models.encoder import load_encoder
-from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.export import export_model
-from vrm.training.build import architecture
 from vrm.training.datamodule import VALIDATION
 from vrm.training.feature_cache import cached_features
 
@@ -45,17 +41,11 @@ def test_encoding_the_feature_cache_shows_a_bar_over_the_batches(tmp_path, capsy
 def export(tmp_path_factory) -> Path:
     """A randomly initialised VRM on the tiny BERT, exported."""
     root = tmp_path_factory.mktemp("progress")
-    cfg = compose_train(TINY_OVERRIDES + ["model=vrm"], root)
-    torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
-    return export_model(net, enc.tokenizer, root / "export")
+    return random_export(root, ["model=vrm"])
 
 
 def test_writing_an_export_logs_its_step_and_elapsed_time(export, tmp_path, caplog):
-    cfg = compose_train(TINY_OVERRIDES + ["model=vrm"], tmp_path)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    net, enc = random_model(["model=vrm"], tmp_path)
     with caplog.at_level(logging.INFO, logger="vrm.scoring.export"):
         export_model(net, enc.tokenizer, tmp_path / "out")
     messages = [r.getMessage() for r in caplog.records if r.name == "vrm.scoring.export"]

@@ -10,19 +10,15 @@ import time
 import bpe_tokenizers
 import httpx
 import pytest
-import torch
 import uvicorn
-from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, random_model
 from fastapi.testclient import TestClient
 
 from vrm.cli.serve import main as serve_main
-from vrm.models.encoder import load_encoder
-from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.base import DEFAULT_RESPONSE_MARKER, split_query
 from vrm.scoring.export import export_model
 from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import ServerLimits, create_app
-from vrm.training.build import architecture
 
 CONVERSATIONS = [
     ([{"role": "user", "content": "How do I sort a list?"}], "Use sorted()."),
@@ -45,12 +41,8 @@ def exports(tmp_path_factory) -> dict:
     out = {}
     for name, encoder, tokenizer in (("tiny_bert", "tiny_bert", None), ("tiny_llama", "tiny_llama", None),
                                      ("templated", "tiny_llama", bpe_tokenizers.qwen2_like)):
-        cfg = compose_train(TINY_OVERRIDES + ["model=vrm", f"encoder={encoder}"], root / name)
-        torch.manual_seed(0)
-        enc = load_encoder(cfg.encoder)
-        if tokenizer is not None:
-            enc.tokenizer = tokenizer()
-        net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+        net, enc = random_model(["model=vrm", f"encoder={encoder}"], root / name,
+                                tokenizer=None if tokenizer is None else tokenizer())
         out[name] = export_model(net, enc.tokenizer, root / name / "export")
     return out
 

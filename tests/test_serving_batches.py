@@ -13,18 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import torch
 import uvicorn
-from conftest import HANG_TIMEOUT, TINY_OVERRIDES, compose_train
+from conftest import HANG_TIMEOUT, random_export
 
 from vrm.cli.serve import main as serve_main
-from vrm.models.encoder import load_encoder
-from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
 from vrm.scoring.batching import Batcher, BatchSettings, SerialScorer
-from vrm.scoring.export import export_model
 from vrm.scoring.scorer import RewardScorer
 from vrm.scoring.server import ServerLimits, create_app
-from vrm.training.build import architecture
 
 ATOL = 1e-5
 #: A window long enough that requests sent together always meet in one batch, even on a loaded machine.
@@ -36,11 +31,7 @@ PAIRS = [("Name a fruit.", "An apple."), ("What is 2 + 2?", "4."), ("Say hi.", "
 @pytest.fixture(scope="module")
 def scorer(tmp_path_factory) -> RewardScorer:
     root = tmp_path_factory.mktemp("batches")
-    cfg = compose_train(TINY_OVERRIDES + ["model=vrm", "data.max_length=512"], root)
-    torch.manual_seed(0)
-    enc = load_encoder(cfg.encoder)
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
-    return RewardScorer.from_pretrained(export_model(net, enc.tokenizer, root / "export"), batch_size=4)
+    return RewardScorer.from_pretrained(random_export(root, ["model=vrm", "data.max_length=512"]), batch_size=4)
 
 
 def hh_query(prompt: str, response: str) -> str:
