@@ -57,6 +57,12 @@ METHODS: dict[str, tuple[str, ...]] = {
     # BT with aspect heads trained by the VRM's new aspect loss (conf/model/bt.yaml keeps `bt` for BT)
     "bt_aspects_diff_lr_0.01": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "model.aspect_loss=diff",
                                 "optim.head_lr=0.01"),
+    # what caps the weight recovery (grids "ceiling*"): the new default with a richer score head, wider features,
+    # scores tied harder to the ratings, longer training
+    "vrm_g_mlp": ("model=vrm", "model.score_head=mlp"),
+    "vrm_feature_dim_64": ("model=vrm", "model.feature_dim=64"),
+    "vrm_aspect_coef_3": ("model=vrm", "model.aspect_coef=3"),
+    "vrm_20ep": ("model=vrm", "trainer.max_epochs=20"),
 }
 BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
               "bt_lr_0.01", "bt_aspects_diff_lr_0.01")
@@ -151,6 +157,14 @@ GRIDS["finetune_long_v2"] = Grid("finetune_long_v2", "finetune_long", ("vrm_rate
                                   eval_sizes=(100, 150, 150),
                                   notes="Issue 20: the new default and the fair baseline at its head learning rate, as "
                                         "the finetune_long grid")
+#: Issue 20, part 2: what caps the weight recovery (experiments/robustness/weight_ceiling.py is the diagnostic);
+#: chosen on seeds 0-4 at the default setting, then the default at more pairs.
+CEILING_METHODS = ("vrm_g_mlp", "vrm_feature_dim_64", "vrm_aspect_coef_3", "vrm_20ep")
+GRIDS["ceiling"] = Grid("ceiling", "latents", CEILING_METHODS, ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN,
+                        notes="Issue 20: richer heads and longer training for the weights, seeds 0-4")
+GRIDS["ceiling_size"] = Grid("ceiling_size", "frozen", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
+                             ((DEFAULT_STRENGTH, 10000, (0, 1, 2)),),
+                             FROZEN, notes="Issue 20: the new default at 10,000 pairs (3 seeds), for the weights")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))
