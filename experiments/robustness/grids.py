@@ -63,6 +63,10 @@ METHODS: dict[str, tuple[str, ...]] = {
     "vrm_feature_dim_64": ("model=vrm", "model.feature_dim=64"),
     "vrm_aspect_coef_3": ("model=vrm", "model.aspect_coef=3"),
     "vrm_20ep": ("model=vrm", "trainer.max_epochs=20"),
+    # a prompt-to-weights map of less capacity (narrower heads, stronger decoupled weight decay)
+    "vrm_hidden_32": ("model=vrm", "model.head_hidden_dim=32"),
+    "vrm_wd_0.1": ("model=vrm", "optim.weight_decay=0.1"),
+    "vrm_wd_1": ("model=vrm", "optim.weight_decay=1.0"),
 }
 BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
               "bt_lr_0.01", "bt_aspects_diff_lr_0.01")
@@ -162,6 +166,9 @@ GRIDS["finetune_long_v2"] = Grid("finetune_long_v2", "finetune_long", ("vrm_rate
 CEILING_METHODS = ("vrm_g_mlp", "vrm_feature_dim_64", "vrm_aspect_coef_3", "vrm_20ep")
 GRIDS["ceiling"] = Grid("ceiling", "latents", CEILING_METHODS, ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN,
                         notes="Issue 20: richer heads and longer training for the weights, seeds 0-4")
+GRIDS["ceiling_map"] = Grid("ceiling_map", "latents", ("vrm_hidden_32", "vrm_wd_0.1", "vrm_wd_1"),
+                            ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN,
+                            notes="Issue 20: a prompt-to-weights map of less capacity, seeds 0-4")
 GRIDS["ceiling_size"] = Grid("ceiling_size", "frozen", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
                              ((DEFAULT_STRENGTH, 10000, (0, 1, 2)),),
                              FROZEN, notes="Issue 20: the new default at 10,000 pairs (3 seeds), for the weights")

@@ -14,6 +14,8 @@ the test prompts). The aspect scores ``g`` of the training responses are, in tur
 and the weights are, in turn:
 
 - ``category``: one softmax weight vector per prompt category (the true weights' own form: an oracle prompt map);
+- ``clusters``: one weight vector per k-means cluster (k = 6, unsupervised) of the training prompts' frozen h(x), a
+  test prompt taking its nearest cluster's (the category oracle without the categories);
 - ``prompt``: ``softmax(A h(x) + b)`` from the frozen prompt features, as the VRM's posterior (a linear map; L2
   strength picked on the validation pairs' likelihood).
 
@@ -48,7 +50,7 @@ RESULTS = ROOT / "experiments" / "results" / "robustness"
 CELLS = "weight_ceiling"
 SIZES, SEEDS = (400, 1200, 3000), (0, 1, 2, 3, 4)
 G_SOURCES = ("attributes", "ratings", "linear", "mlp")
-W_FORMS = ("category", "prompt")
+W_FORMS = ("category", "clusters", "prompt")
 PROMPT_L2 = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
@@ -184,6 +186,15 @@ def column_correlations(a: np.ndarray, b: np.ndarray) -> list[float]:
     return [float(np.corrcoef(a[:, k], b[:, k])[0, 1]) for k in range(a.shape[1])]
 
 
+def prompt_clusters(train_h: np.ndarray, test_h: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means clusters of the training prompts' features: ``(train labels, test labels)`` (test by nearest centre)."""
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import normalize
+
+    kmeans = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(normalize(train_h))
+    return kmeans.labels_, kmeans.predict(normalize(test_h))
+
+
 def category_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> float:
     """Test accuracy of a logistic regression of the prompt's category on the frozen h(x) (train prompts only)."""
     from sklearn.linear_model import LogisticRegression
@@ -201,8 +212,12 @@ def ceiling_cell(seed: int, num_train: int) -> dict[str, Any]:
 
     data = load_split_arrays(seed, num_train)
     train, val, test = data["train"], data["validation"], data["test"]
+    from sklearn.metrics import adjusted_rand_score
+
+    clusters_train, clusters_test = prompt_clusters(train["h_x"], test["h_x"], k=6, seed=seed)
     record: dict[str, Any] = {"seed": seed, "num_train": num_train, "fits": {}, "g_vs_attributes": {},
-                              "category_from_prompt_acc": category_probe(train, test)}
+                              "category_from_prompt_acc": category_probe(train, test),
+                              "clusters_vs_categories_ari": float(adjusted_rand_score(test["category"], clusters_test))}
     for source in G_SOURCES:
         g_pos, g_neg = aspect_scores(train, source, seed)
         record["g_vs_attributes"][source] = column_correlations(
@@ -210,6 +225,8 @@ def ceiling_cell(seed: int, num_train: int) -> dict[str, Any]:
         per_category = fit_weights(g_pos - g_neg, train["category"], len(np.unique(test["category"])))
         record["fits"][f"{source}/category"] = weight_recovery_report(per_category[test["category"]],
                                                                       test["true_weights"])
+        per_cluster = fit_weights(g_pos - g_neg, clusters_train, 6)
+        record["fits"][f"{source}/clusters"] = weight_recovery_report(per_cluster[clusters_test], test["true_weights"])
         val_pos, val_neg = aspect_scores(val, source if source == "attributes" else "ratings", seed)
         best = max(PROMPT_L2, key=lambda l2: pair_log_likelihood(
             fit_prompt_weights(g_pos - g_neg, train["h_x"], l2)(val["h_x"]), val_pos - val_neg))
@@ -236,7 +253,9 @@ def summarise(results: Path = RESULTS) -> str:
              f"{np.mean([c['fits']['attributes/category'][TRUE_SPREAD] for c in cells]):.3f}). Last column: the "
              "correlation of g with the true attributes on the training responses, per aspect (on_topic, answers, "
              "polite, safe, detail). A logistic regression of the prompt's category on the frozen h(x) scores "
-             f"{np.mean([c['category_from_prompt_acc'] for c in cells]):.3f} on the test prompts (mean over cells).",
+             f"{np.mean([c['category_from_prompt_acc'] for c in cells]):.3f} on the test prompts (mean over cells); "
+             "the k-means clusters agree with the categories at an adjusted Rand index of "
+             f"{np.mean([c['clusters_vs_categories_ari'] for c in cells]):.3f}.",
              "",
              "| pairs | g | w | weight recovery | spread | entropy | aspects on own objective | corr(g, attributes) "
              "| seeds |", "|---|---|---|---|---|---|---|---|---|"]
