@@ -67,6 +67,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "vrm_hidden_32": ("model=vrm", "model.head_hidden_dim=32"),
     "vrm_wd_0.1": ("model=vrm", "optim.weight_decay=0.1"),
     "vrm_wd_1": ("model=vrm", "optim.weight_decay=1.0"),
+    # one weight posterior per prompt cluster (k-means of the frozen prompt features): what the diagnostic points to
+    "vrm_clusters": ("model=vrm", "model.weight_posterior=clusters"),
 }
 BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
               "bt_lr_0.01", "bt_aspects_diff_lr_0.01")
@@ -169,6 +171,11 @@ GRIDS["ceiling"] = Grid("ceiling", "latents", CEILING_METHODS, ((DEFAULT_STRENGT
 GRIDS["ceiling_map"] = Grid("ceiling_map", "latents", ("vrm_hidden_32", "vrm_wd_0.1", "vrm_wd_1"),
                             ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN,
                             notes="Issue 20: a prompt-to-weights map of less capacity, seeds 0-4")
+GRIDS["clusters"] = Grid("clusters", "latents", ("vrm_clusters",), ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN,
+                         notes="Issue 20: one weight posterior per prompt cluster, seeds 0-4")
+GRIDS["clusters_size"] = Grid("clusters_size", "frozen", ("vrm_clusters",),
+                              tuple((DEFAULT_STRENGTH, n, CURVE_SEEDS) for n in (1200, 3000)), FROZEN,
+                              notes="Issue 20: one weight posterior per prompt cluster at 1,200 and 3,000 pairs")
 GRIDS["ceiling_size"] = Grid("ceiling_size", "frozen", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
                              ((DEFAULT_STRENGTH, 10000, (0, 1, 2)),),
                              FROZEN, notes="Issue 20: the new default at 10,000 pairs (3 seeds), for the weights")
