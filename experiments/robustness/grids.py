@@ -176,6 +176,9 @@ GRIDS["clusters"] = Grid("clusters", "latents", ("vrm_clusters",), ((DEFAULT_STR
 GRIDS["clusters_size"] = Grid("clusters_size", "frozen", ("vrm_clusters",),
                               tuple((DEFAULT_STRENGTH, n, CURVE_SEEDS) for n in (1200, 3000)), FROZEN,
                               notes="Issue 20: one weight posterior per prompt cluster at 1,200 and 3,000 pairs")
+GRIDS["clusters_confirm"] = Grid("clusters_confirm", "latents_fresh_seeds", ("vrm_clusters",),
+                                 ((DEFAULT_STRENGTH, DEFAULT_TRAIN, (5, 6, 7, 8, 9)),), FROZEN,
+                                 notes="Issue 20: the prompt-cluster posterior on the fresh seeds 5-9")
 GRIDS["ceiling_size"] = Grid("ceiling_size", "frozen", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
                              ((DEFAULT_STRENGTH, 10000, (0, 1, 2)),),
                              FROZEN, notes="Issue 20: the new default at 10,000 pairs (3 seeds), for the weights")
