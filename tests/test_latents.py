@@ -163,3 +163,72 @@ def test_r_squared_by_hand_and_bad_input():
     assert r_squared(np.array([1.0, -1.0, 1.0, -1.0]), np.array([1.0, 1.0, -1.0, -1.0])) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="finite"):
         r_squared(np.array([1.0, np.nan]), np.array([0.0, 1.0]))
+
+
+def test_prompt_clusters_find_the_groups_and_their_means():
+    """Spherical k-means of prompts from two groups: every prompt in its group's cluster, each cluster's mean h(x) the
+    group's mean, and the same centres from the same seed."""
+    h_x = two_groups(64)[0] + 0.01 * torch.randn(64, H, generator=torch.Generator().manual_seed(1))
+    head = head_of(weight_posterior="clusters", prompt_clusters=2)
+    assert not head.prompt_clusters_fitted()
+    labels = head.fit_prompt_clusters(h_x, seed=0)
+    group = h_x[:, 1].round().long()  # the second one-hot column: group 1
+    assert head.prompt_clusters_fitted()
+    assert torch.equal(labels, group) or torch.equal(labels, 1 - group)
+    for cluster in (0, 1):
+        torch.testing.assert_close(head.prompt_means[cluster], h_x[labels == cluster].mean(0))
+    torch.testing.assert_close(head.prompt_cluster(h_x), labels)
+    again = head_of(weight_posterior="clusters", prompt_clusters=2)
+    again.fit_prompt_clusters(h_x, seed=0)
+    torch.testing.assert_close(again.prompt_centres, head.prompt_centres)
+
+
+def test_weights_move_per_prompt_cluster():
+    """weight_posterior=clusters on the two groups: the posterior reads the cluster's mean prompt, and E[w | x] moves
+    to each group's heavy attribute as the default's does."""
+    data = two_groups(128)
+    head = head_of(reward_scale="learned", weight_posterior="clusters", prompt_clusters=2)
+    head.fit_prompt_clusters(data[0])
+    weights = train_weights(VRMObjective(head, beta_w=0.001, aspect_loss="diff", score_training="aspects"), data)
+    report = weight_recovery_report(weights, data[4], true_names=("first", "second"))
+    assert report["weight_recovery"] > 0.95
+    assert report["matched_objective"] == {"first": 0, "second": 1}
+    groups = data[0][:, 1].numpy()
+    assert np.allclose(weights[groups == 0], weights[groups == 0][0])  # one posterior per cluster
+
+
+def test_prompt_clusters_bad_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match="prompt_clusters=1"):
+        head_of(weight_posterior="clusters", prompt_clusters=1)
+    with pytest.raises(ValueError, match="weight_posterior='typo'"):
+        head_of(weight_posterior="typo")
+    head = head_of(weight_posterior="clusters", prompt_clusters=4)
+    with pytest.raises(ValueError, match="at least 4 training prompts"):
+        head.fit_prompt_clusters(torch.randn(3, H))
+
+
+def test_clusters_are_fitted_at_the_start_of_frozen_training_and_refused_when_fine_tuning(tmp_path):
+    """A frozen run fits the centres from the cached training prompts, and the export keeps them; a fine-tuned run is
+    refused with the keys to change."""
+    from conftest import TINY_OVERRIDES, compose_train
+
+    from vrm.scoring.export import export_model
+    from vrm.training.build import build, build_trainer
+    from vrm.training.train import train
+
+    clusters = ["model.weight_posterior=clusters", "model.prompt_clusters=3", "logger=none", "callbacks=none",
+                "test=false", "trainer.enable_checkpointing=false"]
+    cfg = compose_train([*TINY_OVERRIDES, *clusters, "encoder.train_mode=frozen"], tmp_path / "frozen")
+    run = build(cfg, tmp_path / "frozen")
+    build_trainer(cfg).fit(run.module, datamodule=run.datamodule)
+    head = run.module.net.head
+    assert head.prompt_clusters_fitted()
+    prompts = run.datamodule.features["train"]["h_prompt"]
+    assert set(head.prompt_cluster(prompts).tolist()) == {0, 1, 2}
+    export_dir = export_model(run.module.net, run.encoder.tokenizer, tmp_path / "export")
+    exported = VRMForSequenceClassification.from_pretrained(str(export_dir)).head
+    torch.testing.assert_close(exported.prompt_means, head.prompt_means)
+    torch.testing.assert_close(exported.prompt_centres, head.prompt_centres)
+    cfg = compose_train([*TINY_OVERRIDES, *clusters, "encoder.train_mode=full"], tmp_path / "full")
+    with pytest.raises(ValueError, match="needs encoder.train_mode=frozen"):
+        train(cfg)

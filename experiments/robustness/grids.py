@@ -57,6 +57,18 @@ METHODS: dict[str, tuple[str, ...]] = {
     # BT with aspect heads trained by the VRM's new aspect loss (conf/model/bt.yaml keeps `bt` for BT)
     "bt_aspects_diff_lr_0.01": ("model=bt", "model.bt_head=mlp", "model.bt_aspect_heads=5", "model.aspect_loss=diff",
                                 "optim.head_lr=0.01"),
+    # what caps the weight recovery (grids "ceiling*"): the new default with a richer score head, wider features,
+    # scores tied harder to the ratings, longer training
+    "vrm_g_mlp": ("model=vrm", "model.score_head=mlp"),
+    "vrm_feature_dim_64": ("model=vrm", "model.feature_dim=64"),
+    "vrm_aspect_coef_3": ("model=vrm", "model.aspect_coef=3"),
+    "vrm_20ep": ("model=vrm", "trainer.max_epochs=20"),
+    # a prompt-to-weights map of less capacity (narrower heads, stronger decoupled weight decay)
+    "vrm_hidden_32": ("model=vrm", "model.head_hidden_dim=32"),
+    "vrm_wd_0.1": ("model=vrm", "optim.weight_decay=0.1"),
+    "vrm_wd_1": ("model=vrm", "optim.weight_decay=1.0"),
+    # one weight posterior per prompt cluster (k-means of the frozen prompt features): what the diagnostic points to
+    "vrm_clusters": ("model=vrm", "model.weight_posterior=clusters"),
 }
 BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
               "bt_lr_0.01", "bt_aspects_diff_lr_0.01")
@@ -151,6 +163,25 @@ GRIDS["finetune_long_v2"] = Grid("finetune_long_v2", "finetune_long", ("vrm_rate
                                   eval_sizes=(100, 150, 150),
                                   notes="Issue 20: the new default and the fair baseline at its head learning rate, as "
                                         "the finetune_long grid")
+#: Issue 20, part 2: what caps the weight recovery (experiments/robustness/weight_ceiling.py is the diagnostic);
+#: chosen on seeds 0-4 at the default setting, then the default at more pairs.
+CEILING_METHODS = ("vrm_g_mlp", "vrm_feature_dim_64", "vrm_aspect_coef_3", "vrm_20ep")
+GRIDS["ceiling"] = Grid("ceiling", "latents", CEILING_METHODS, ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN,
+                        notes="Issue 20: richer heads and longer training for the weights, seeds 0-4")
+GRIDS["ceiling_map"] = Grid("ceiling_map", "latents", ("vrm_hidden_32", "vrm_wd_0.1", "vrm_wd_1"),
+                            ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN,
+                            notes="Issue 20: a prompt-to-weights map of less capacity, seeds 0-4")
+GRIDS["clusters"] = Grid("clusters", "latents", ("vrm_clusters",), ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN,
+                         notes="Issue 20: one weight posterior per prompt cluster, seeds 0-4")
+GRIDS["clusters_size"] = Grid("clusters_size", "frozen", ("vrm_clusters",),
+                              tuple((DEFAULT_STRENGTH, n, CURVE_SEEDS) for n in (1200, 3000)), FROZEN,
+                              notes="Issue 20: one weight posterior per prompt cluster at 1,200 and 3,000 pairs")
+GRIDS["clusters_confirm"] = Grid("clusters_confirm", "latents_fresh_seeds", ("vrm_clusters",),
+                                 ((DEFAULT_STRENGTH, DEFAULT_TRAIN, (5, 6, 7, 8, 9)),), FROZEN,
+                                 notes="Issue 20: the prompt-cluster posterior on the fresh seeds 5-9")
+GRIDS["ceiling_size"] = Grid("ceiling_size", "frozen", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
+                             ((DEFAULT_STRENGTH, 10000, (0, 1, 2)),),
+                             FROZEN, notes="Issue 20: the new default at 10,000 pairs (3 seeds), for the weights")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))

@@ -100,8 +100,12 @@ class ModelConfig:
     score_head: str = "linear"
     #: Hidden width of the MLP inference networks (and of an ``mlp`` score head).
     head_hidden_dim: int = 128
-    #: q(w | x) conditioned on the ``prompt`` alone, or on the ``pair`` (an ablation; needs a learned prior).
+    #: q(w | x) conditioned on the ``prompt`` alone, or on the ``pair`` (an ablation; needs a learned prior), or one
+    #: posterior per prompt ``clusters`` (k-means of the training prompts' frozen h(x), fitted once at the start of
+    #: training; needs ``encoder.train_mode=frozen``): prompts of a kind share their weights' evidence.
     weight_posterior: str = "prompt"
+    #: The number of prompt clusters of ``weight_posterior=clusters``.
+    prompt_clusters: int = 6
     #: p(w): ``fixed`` symmetric Dirichlet(alpha0), or a ``learned`` prompt-conditioned prior network.
     weight_prior: str = "fixed"
     #: alpha0 of the symmetric prior.
@@ -255,6 +259,7 @@ TRAIN_RULES = (
     count("model.num_objectives", 1, MAX_OBJECTIVES),
     count("model.feature_dim", 1, MAX_HEAD_WIDTH),
     count("model.head_hidden_dim", 1, MAX_HEAD_WIDTH),
+    count("model.prompt_clusters", 2, MAX_OBJECTIVES),
     count("model.num_samples", 1, MAX_SAMPLES),
     count("model.bt_aspect_heads", 0, MAX_OBJECTIVES),
     positive("model.prior_concentration"),

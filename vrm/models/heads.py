@@ -15,6 +15,8 @@ from transformers import PretrainedConfig
 
 #: The Bradley-Terry head: ``linear`` (a bias-free linear map of h(x, y)) or ``mlp`` (VRM's head capacity).
 BT_HEADS = ("linear", "mlp")
+#: What q(w | x) reads: the ``prompt``, the ``pair`` (prompt and both responses), or the prompt's nearest cluster.
+WEIGHT_POSTERIORS = ("prompt", "pair", "clusters")
 #: The VRM reward's global scale: ``fixed`` (r = w^T g) or ``learned`` (r = exp(s) w^T g, s one scalar parameter).
 REWARD_SCALES = ("fixed", "learned")
 
@@ -41,6 +43,10 @@ class VRMHead(nn.Module):
         k, d, hid = config.num_objectives, config.feature_dim, config.head_hidden_dim
         posterior_in = hidden_size * (3 if config.weight_posterior == "pair" else 1)
         self.weight_posterior = _mlp(posterior_in, hid, k)
+        if config.weight_posterior == "clusters":  # the posterior reads the mean h(x) of the prompt's cluster
+            m = config.prompt_clusters
+            self.register_buffer("prompt_centres", torch.zeros(m, hidden_size))  # (M, H) unit directions
+            self.register_buffer("prompt_means", torch.zeros(m, hidden_size))  # (M, H) mean h(x) of each cluster
         self.weight_prior = _mlp(hidden_size, hid, k) if config.weight_prior == "learned" else None
         self.feature_posterior = nn.Linear(hidden_size, 2 * d)
         self.score_head = nn.Linear(d, k) if config.score_head == "linear" else _mlp(d, hid, k)
@@ -60,7 +66,36 @@ class VRMHead(nn.Module):
         """(B, K) alpha_q: from the prompt, or (pair posterior) from prompt and both responses."""
         if self.config.weight_posterior == "pair":
             return self.concentration(self.weight_posterior(torch.cat([h_x, h_chosen, h_rejected], dim=-1)))
+        if self.config.weight_posterior == "clusters":
+            return self.concentration(self.weight_posterior(self.prompt_means[self.prompt_cluster(h_x)]))
         return self.concentration(self.weight_posterior(h_x))
+
+    def prompt_cluster(self, h_x: torch.Tensor) -> torch.Tensor:
+        """(B,) index of the nearest prompt centre (cosine) of each prompt."""
+        return (F.normalize(h_x, dim=-1) @ self.prompt_centres.T).argmax(dim=-1)
+
+    def prompt_clusters_fitted(self) -> bool:
+        return bool(self.prompt_centres.abs().sum() > 0)
+
+    @torch.no_grad()
+    def fit_prompt_clusters(self, h_x: torch.Tensor, seed: int = 0, iterations: int = 50, restarts: int = 10
+                            ) -> torch.Tensor:
+        """Spherical k-means of the prompts ``h_x`` (N, H) into ``prompt_centres`` (the best of ``restarts`` k-means++
+        starts drawn from ``seed``: highest total cosine to the centres) and each cluster's mean h(x) into
+        ``prompt_means``; returns the (N,) cluster of each prompt."""
+        m = self.config.prompt_clusters
+        points = F.normalize(h_x.detach().to(self.prompt_centres), dim=-1)
+        if points.shape[0] < m:
+            raise ValueError(f"prompt_clusters={m} needs at least {m} training prompts, got {points.shape[0]}")
+        generator = torch.Generator().manual_seed(seed)
+        runs = [_spherical_kmeans(points, m, iterations, generator) for _ in range(restarts)]
+        centres = max(runs, key=lambda c: float((points @ c.T).max(dim=-1).values.sum()))
+        self.prompt_centres.copy_(centres)
+        labels = (points @ centres.T).argmax(dim=-1)
+        raw = h_x.detach().to(self.prompt_means)
+        counts = torch.bincount(labels, minlength=m).clamp_min(1).to(raw)
+        self.prompt_means.copy_(torch.zeros_like(self.prompt_means).index_add_(0, labels, raw) / counts[:, None])
+        return labels
 
     def prior_concentration(self, h_x: torch.Tensor) -> torch.Tensor:
         """(B, K) alpha_p: fixed symmetric alpha0, or the prompt-conditioned prior network."""
@@ -111,6 +146,20 @@ class VRMHead(nn.Module):
         z = torch.distributions.Normal(mu, sigma).sample((num_samples,)) if self.config.use_feature_latent \
             else mu.expand(num_samples, *mu.shape)
         return self.reward_scale() * (w * self.score_head(z)).sum(-1)
+
+
+def _spherical_kmeans(points: torch.Tensor, m: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
+    """(M, H) unit centres of unit ``points`` (N, H): a k-means++ start, then ``iterations`` Lloyd steps on cosine."""
+    centres = points[torch.randint(points.shape[0], (1,), generator=generator)]
+    for _ in range(1, m):  # the next centre far (in cosine) from the chosen ones
+        distance = (1 - points @ centres.T).min(dim=-1).values.clamp_min(0) + 1e-12
+        centres = torch.cat([centres, points[torch.multinomial(distance, 1, generator=generator)]])
+    for _ in range(iterations):
+        labels = (points @ centres.T).argmax(dim=-1)
+        sums = torch.zeros_like(centres).index_add_(0, labels, points)
+        empty = sums.norm(dim=-1) == 0
+        centres = torch.where(empty[:, None], centres, F.normalize(sums, dim=-1))
+    return centres
 
 
 class BTHead(nn.Module):

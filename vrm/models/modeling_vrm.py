@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .heads import BT_HEADS, REWARD_SCALES, BTHead, VRMHead
+from .heads import BT_HEADS, REWARD_SCALES, WEIGHT_POSTERIORS, BTHead, VRMHead
 from .pooling import (
     POOLINGS,
     find_prompt_lengths,
@@ -56,6 +56,7 @@ class VRMConfig(PretrainedConfig):
         score_head: str = "linear",
         head_hidden_dim: int = 128,
         weight_posterior: str = "prompt",
+        prompt_clusters: int = 6,
         weight_prior: str = "fixed",
         prior_concentration: float = 1.0,
         concentration_eps: float = 1e-3,
@@ -84,6 +85,7 @@ class VRMConfig(PretrainedConfig):
         self.score_head = score_head
         self.head_hidden_dim = head_hidden_dim
         self.weight_posterior = weight_posterior
+        self.prompt_clusters = prompt_clusters
         self.weight_prior = weight_prior
         self.prior_concentration = prior_concentration
         self.concentration_eps = concentration_eps
@@ -114,8 +116,8 @@ class VRMConfig(PretrainedConfig):
             (self.prompt_repr in PROMPT_REPRS, "prompt_repr", self.prompt_repr, PROMPT_REPRS),
             (self.encoder_kind in ENCODER_KINDS, "encoder_kind", self.encoder_kind, ENCODER_KINDS),
             (self.score_head in ("linear", "mlp"), "score_head", self.score_head, ("linear", "mlp")),
-            (self.weight_posterior in ("prompt", "pair"), "weight_posterior", self.weight_posterior,
-             ("prompt", "pair")),
+            (self.weight_posterior in WEIGHT_POSTERIORS, "weight_posterior", self.weight_posterior,
+             WEIGHT_POSTERIORS),
             (self.weight_prior in ("fixed", "learned"), "weight_prior", self.weight_prior, ("fixed", "learned")),
             (self.reward_scale in REWARD_SCALES, "reward_scale", self.reward_scale, REWARD_SCALES),
             (self.bt_head in BT_HEADS, "bt_head", self.bt_head, BT_HEADS),
@@ -126,6 +128,8 @@ class VRMConfig(PretrainedConfig):
         if self.num_objectives < 1 or self.feature_dim < 1:
             raise ValueError(
                 f"num_objectives={self.num_objectives} and feature_dim={self.feature_dim} must be positive")
+        if self.weight_posterior == "clusters" and self.prompt_clusters < 2:
+            raise ValueError(f"prompt_clusters={self.prompt_clusters} must be at least 2 with weight_posterior='clusters'")
         if self.weight_posterior == "pair" and self.weight_prior != "learned":
             raise ValueError("weight_posterior='pair' needs weight_prior='learned': at scoring time the "
                              "responses' outcome is unknown, so the prompt-conditioned prior scores instead")

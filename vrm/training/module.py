@@ -222,6 +222,19 @@ class RewardModule(L.LightningModule):
             log.warning("%d training batches were skipped for a non-finite loss: %s", len(self.nonfinite_batches),
                         "; ".join(self.nonfinite_batches))
 
+    def on_fit_start(self) -> None:
+        """``weight_posterior=clusters``: fit the prompt clusters once on the training prompts' frozen features (a
+        resumed run keeps its checkpoint's centres)."""
+        head = self.net.head
+        if self.net.config.weight_posterior != "clusters" or head.prompt_clusters_fitted():
+            return
+        features = getattr(self.trainer.datamodule, "features", None) if self.trainer is not None else None
+        if not self.frozen_encoder or features is None or H_PROMPT not in features.get("train", {}):
+            raise ValueError("model.weight_posterior=clusters needs encoder.train_mode=frozen with "
+                             "encoder.feature_cache=true: the prompt clusters are fitted once on the training "
+                             "prompts' frozen features")
+        head.fit_prompt_clusters(features["train"][H_PROMPT])
+
     def on_train_start(self) -> None:
         self.val_acc_best.reset()
         if self._restored_acc_best is not None:  # resumed: the best accuracy of the epochs before the restart
