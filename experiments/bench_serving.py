@@ -311,13 +311,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--export", default=None, help="an export folder (default: one built here, see --encoder)")
@@ -370,6 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
     results["meets_goals"] = None if None in (g["vs_big_requests"], g["vs_no_batching"]) else (
         g["vs_big_requests"] >= GOAL_VS_BIG_REQUESTS and g["vs_no_batching"] >= GOAL_VS_NO_BATCHING)
     name = "bench_serving_quick" if args.quick else "bench_serving"
+    from vrm.data.files import write_text_atomically as write_atomically
+
     write_atomically(args.out / f"{name}.json", json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     write_atomically(args.out / f"{name}.md", table + "\n")

@@ -37,6 +37,21 @@ TINY_OVERRIDES = [
 ]
 
 
+def load_experiment(name: str):
+    """The script ``experiments/<name>.py`` as a module (its folder first on ``sys.path``, for its own imports)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    if str(experiments) not in sys.path:
+        sys.path.insert(0, str(experiments))
+    spec = importlib.util.spec_from_file_location(name, experiments / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def random_model(overrides, root, *, seed: int = 0, tokenizer=None):
     """``(net, enc)``: the model of the training config ``TINY_OVERRIDES + overrides``, randomly initialised under
     ``torch.manual_seed(seed)``, with its loaded encoder (``enc.tokenizer`` is the tokenizer: ``tokenizer`` when

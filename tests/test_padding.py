@@ -3,29 +3,17 @@ length-grouped training order (resumable mid-epoch, deterministic under the seed
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, compose_train
+from conftest import TINY_OVERRIDES, compose_train, load_experiment
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from vrm.training.resumable import ResumableBatchSampler, ResumableDataLoader
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-
-def load(name: str):
-    if str(EXPERIMENTS) not in sys.path:
-        sys.path.insert(0, str(EXPERIMENTS))
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load = load_experiment
 
 
 def test_hh_length_fixture_follows_the_published_means_and_is_seeded():
