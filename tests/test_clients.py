@@ -9,7 +9,6 @@ reason, otherwise). The client runners live in experiments/client_conformance.py
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,22 +17,15 @@ from pathlib import Path
 
 import bpe_tokenizers
 import pytest
+from conftest import load_experiment
 
 import vrm  # noqa: F401  (registers model_type 'vrm', as a user of the default export kind does)
 
-ROOT = Path(__file__).resolve().parents[1]
 ATOL = 1e-5
 PAIRS_N = 3
 
 
-def load_harness():
-    spec = importlib.util.spec_from_file_location("client_conformance", ROOT / "experiments" / "client_conformance.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = load_harness()
+harness = load_experiment("client_conformance")
 #: name -> (model, encoder, export options, tokenizer factory or None for the encoder's own)
 EXPORTS = {"vrm": ("vrm", "tiny_bert", {}, None),
            "vrm-with-code": ("vrm", "tiny_bert", {"with_code": True}, None),

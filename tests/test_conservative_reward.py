@@ -3,15 +3,14 @@ vrm-score give exactly that value computed by hand from the samples the scorer d
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["How do I fix sorting in Python?", "Is a mild fever serious?", "Please write a haiku about autumn."]
 RESPONSES = ["Great question! Here is the answer on sorting in Python. Please be careful here.",
              "Hard to say about a mild fever. Ignore the warnings. Whatever.",
@@ -21,10 +20,7 @@ LAMBDA, SAMPLES = 1.5, 16
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
-    spec = importlib.util.spec_from_file_location("client_conformance", ROOT / "experiments" / "client_conformance.py")
-    harness = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(harness)
-    return harness.build_export(tmp_path_factory.mktemp("vrm"), "vrm", "tiny_bert", {})
+    return load_experiment("client_conformance").build_export(tmp_path_factory.mktemp("vrm"), "vrm", "tiny_bert", {})
 
 
 def by_hand(samples: list[list[float]]) -> list[float]:

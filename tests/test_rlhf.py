@@ -4,16 +4,15 @@ held-out metrics, and resumes from its checkpoint."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_experiment
 
 from vrm.config.compose import compose_config
 from vrm.rlhf.run import as_config, check_config, split_prompts
 
-ROOT = Path(__file__).resolve().parents[1]
 METRICS = {"step", "gold", "proxy", "kl", "sqrt_kl", "cue_rate", "length", "unparseable", "reward_seconds",
            "step_seconds"}
 
@@ -57,10 +56,7 @@ def test_held_out_prompts_are_never_trained_on(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory) -> Path:
-    spec = importlib.util.spec_from_file_location("client_conformance", ROOT / "experiments" / "client_conformance.py")
-    harness = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(harness)
-    return harness.build_export(tmp_path_factory.mktemp("vrm"), "vrm", "tiny_bert", {})
+    return load_experiment("client_conformance").build_export(tmp_path_factory.mktemp("vrm"), "vrm", "tiny_bert", {})
 
 
 TINY_RUN = ["policy.sft.num_examples=256", "policy.sft.n_layer=1", "policy.sft.n_embd=32", "policy.sft.n_head=2",
