@@ -70,8 +70,11 @@ def synthetic_pairs(n: int) -> list[dict[str, Any]]:
 
 
 def build_export(root: Path, model: str, encoder: str, options: dict, tokenizer: Any = None) -> Path:
-    """A randomly initialised (seed 0) tiny model of the real training config, exported to ``root``."""
+    """A randomly initialised (seed 0) tiny model of the real training config, exported to ``root``: as training on
+    the default data builds it (the synthetic benchmark's categories are its prompt groups, so a VRM's weights read
+    the prompt's predicted group)."""
     from vrm.config.compose import compose_config
+    from vrm.data.synthetic import CATEGORIES
     from vrm.models.encoder import load_encoder
     from vrm.models.modeling_vrm import VRMConfig, VRMForSequenceClassification
     from vrm.scoring.export import export_model
@@ -83,7 +86,7 @@ def build_export(root: Path, model: str, encoder: str, options: dict, tokenizer:
     enc = load_encoder(cfg.encoder)
     if tokenizer is not None:
         enc.tokenizer = tokenizer
-    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model)
+    net = VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc, sorted(CATEGORIES))), encoder=enc.model)
     return export_model(net, enc.tokenizer, root / "export", **options)
 
 

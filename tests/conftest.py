@@ -52,10 +52,12 @@ def load_experiment(name: str):
     return module
 
 
-def random_model(overrides, root, *, seed: int = 0, tokenizer=None):
+def random_model(overrides, root, *, seed: int = 0, tokenizer=None, prompt_groups=None):
     """``(net, enc)``: the model of the training config ``TINY_OVERRIDES + overrides``, randomly initialised under
     ``torch.manual_seed(seed)``, with its loaded encoder (``enc.tokenizer`` is the tokenizer: ``tokenizer`` when
-    given, which the model's architecture then reads, as training would)."""
+    given, which the model's architecture then reads, as training would). ``prompt_groups``: the training data's
+    prompt groups, as the data module finds them (None: built without data, so ``weight_posterior=auto`` is
+    ``prompt``)."""
     import torch
 
     from vrm.models.encoder import load_encoder
@@ -67,14 +69,14 @@ def random_model(overrides, root, *, seed: int = 0, tokenizer=None):
     enc = load_encoder(cfg.encoder)
     if tokenizer is not None:
         enc.tokenizer = tokenizer
-    return VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc)), encoder=enc.model), enc
+    return VRMForSequenceClassification(VRMConfig(**architecture(cfg, enc, prompt_groups)), encoder=enc.model), enc
 
 
-def random_export(root, overrides=("model=vrm",), **export_options):
+def random_export(root, overrides=("model=vrm",), prompt_groups=None, **export_options):
     """:func:`random_model` (a VRM on the tiny BERT by default) exported to ``root / "export"``."""
     from vrm.scoring.export import export_model
 
-    net, enc = random_model(overrides, root)
+    net, enc = random_model(overrides, root, prompt_groups=prompt_groups)
     return export_model(net, enc.tokenizer, root / "export", **export_options)
 
 

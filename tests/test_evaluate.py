@@ -211,6 +211,19 @@ def test_weight_recovery_of_permuted_weights_is_one():
     assert se.weight_recovery_report(np.full((6, 8), 1 / 8), true)[m.WEIGHT_RECOVERY] == 0.0
 
 
+def test_own_objective_recovery_needs_no_matching_and_sees_a_swap():
+    """Objective i against true column i, no matching: 1 for the truth itself; with two columns swapped the matched
+    recovery stays 1 while the own one averages in their cross-correlations, by hand."""
+    true = np.array([list(w) for w in CATEGORIES.values()])  # (6, 5)
+    assert se.weight_recovery_report(true, true)[se.OWN_RECOVERY] == pytest.approx(1.0)
+    swapped = true[:, [1, 0, 2, 3, 4]]
+    report = se.weight_recovery_report(swapped, true)
+    cross = np.corrcoef(true[:, 0], true[:, 1])[0, 1]
+    assert report[m.WEIGHT_RECOVERY] == pytest.approx(1.0)
+    assert report[se.OWN_OBJECTIVE] == pytest.approx(0.6)
+    assert report[se.OWN_RECOVERY] == pytest.approx((2 * cross + 3) / 5)
+
+
 class LookupScorer(Scorer):
     """Scores each response by a fixed table (a stand-in for a reward model)."""
 

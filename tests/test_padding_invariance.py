@@ -23,17 +23,22 @@ LONG = [("Tell me about the sea. " * 12, "The sea is large and deep and full of 
 CASES = [(encoder, head, False, ()) for encoder in ("tiny_bert", "tiny_gpt2", "tiny_qwen2", "tiny_llama")
          for head in ("vrm", "bt")] + [(encoder, "bt", True, ()) for encoder in ("tiny_gpt2", "tiny_qwen2", "tiny_llama")]
 CASES.append(("tiny_bert", "vrm", False, ("encoder.length_chunks=3", "model.prompt_repr=prefix")))
+#: A VRM whose weights read the prompt's predicted group (the default on data with subsets), on BERT and on Llama.
+GROUPS = ("model.weight_posterior=groups",)
+CASES += [(encoder, "vrm", False, GROUPS) for encoder in ("tiny_bert", "tiny_llama")]
 
 
 def case_id(case) -> str:
-    return f"{case[0]}-{case[1]}{'-plain' if case[2] else ''}{'-chunks-prefix' if case[3] else ''}"
+    extra = "-groups" if case[3] == GROUPS else "-chunks-prefix" if case[3] else ""
+    return f"{case[0]}-{case[1]}{'-plain' if case[2] else ''}{extra}"
 
 
 @pytest.fixture(scope="module", params=CASES, ids=case_id)
 def export(request, tmp_path_factory):
     encoder, head, plain, overrides = request.param
     root = tmp_path_factory.mktemp(case_id(request.param))
-    return random_export(root, [f"model={head}", f"encoder={encoder}", "data.max_length=512", *overrides], plain=plain)
+    return random_export(root, [f"model={head}", f"encoder={encoder}", "data.max_length=512", *overrides], plain=plain,
+                         prompt_groups=["coding", "health", "risky"] if overrides == GROUPS else None)
 
 
 def test_a_reward_is_the_same_alone_and_batched_with_longer_texts(export):

@@ -23,6 +23,7 @@ from vrm.evaluation.metrics import WEIGHT_RECOVERY
 from vrm.evaluation.synthetic_eval import (
     ENTROPY,
     OWN_OBJECTIVE,
+    OWN_RECOVERY,
     SPREAD,
     TRUE_ENTROPY,
     TRUE_SPREAD,
@@ -76,7 +77,7 @@ def latent_scores(chosen: np.ndarray, rejected: np.ndarray, weights: np.ndarray 
     if weights is not None:
         report = weight_recovery_report(weights, np.asarray(split["true_weights"], dtype=np.float64))
         scores.update({k: report[k] for k in (WEIGHT_RECOVERY, SPREAD, TRUE_SPREAD, ENTROPY, TRUE_ENTROPY,
-                                              OWN_OBJECTIVE)})
+                                              OWN_OBJECTIVE, OWN_RECOVERY)})
     return scores
 
 

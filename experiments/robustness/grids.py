@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 #: The VRM defaults before issue 20, and the candidate of issue 20 (each key against the other's value).
 VRM_V1 = ("model.num_objectives=8", "model.aspect_loss=bt", "model.reward_scale=fixed", "model.score_training=joint",
-          "model.beta_w=0.05", "model.head_lr=null")
+          "model.beta_w=0.05", "model.head_lr=null", "model.weight_posterior=prompt")
 VRM_RATED = ("model.num_objectives=5", "model.aspect_loss=diff", "model.reward_scale=learned",
-             "model.score_training=aspects", "model.beta_w=0.001", "model.head_lr=0.01")
+             "model.score_training=aspects", "model.beta_w=0.001", "model.head_lr=0.01", "model.weight_posterior=prompt")
+#: The second default of issue 20, with the weights read from the prompt's h(x) (before the prompt-group posterior
+#: became the default); the methods built on it ran with it.
+VRM_PROMPT = ("model=vrm", "model.weight_posterior=prompt")
 #: The compared models: name -> training overrides (``model=vrm_v1``: the VRM defaults before issue 20, under which
 #: every VRM cell before it ran) (on benchmark v2 the data carries 5 aspect ratings, which VRM's
 #: aspect loss uses by default: ``model.aspect_coef=0`` switches it off).
@@ -59,16 +62,23 @@ METHODS: dict[str, tuple[str, ...]] = {
                                 "optim.head_lr=0.01"),
     # what caps the weight recovery (grids "ceiling*"): the new default with a richer score head, wider features,
     # scores tied harder to the ratings, longer training
-    "vrm_g_mlp": ("model=vrm", "model.score_head=mlp"),
-    "vrm_feature_dim_64": ("model=vrm", "model.feature_dim=64"),
-    "vrm_aspect_coef_3": ("model=vrm", "model.aspect_coef=3"),
-    "vrm_20ep": ("model=vrm", "trainer.max_epochs=20"),
+    "vrm_g_mlp": (*VRM_PROMPT, "model.score_head=mlp"),
+    "vrm_feature_dim_64": (*VRM_PROMPT, "model.feature_dim=64"),
+    "vrm_aspect_coef_3": (*VRM_PROMPT, "model.aspect_coef=3"),
+    "vrm_20ep": (*VRM_PROMPT, "trainer.max_epochs=20"),
     # a prompt-to-weights map of less capacity (narrower heads, stronger decoupled weight decay)
-    "vrm_hidden_32": ("model=vrm", "model.head_hidden_dim=32"),
-    "vrm_wd_0.1": ("model=vrm", "optim.weight_decay=0.1"),
-    "vrm_wd_1": ("model=vrm", "optim.weight_decay=1.0"),
+    "vrm_hidden_32": (*VRM_PROMPT, "model.head_hidden_dim=32"),
+    "vrm_wd_0.1": (*VRM_PROMPT, "optim.weight_decay=0.1"),
+    "vrm_wd_1": (*VRM_PROMPT, "optim.weight_decay=1.0"),
     # one weight posterior per prompt cluster (k-means of the frozen prompt features): what the diagnostic points to
     "vrm_clusters": ("model=vrm", "model.weight_posterior=clusters"),
+    # the weights read the prompt's predicted group: a classifier of the data's subset labels (here the category),
+    # trained on them (vrm_rated_joint is the same model with the weights read from the prompt's h(x))
+    "vrm_groups": ("model=vrm", "model.weight_posterior=groups"),
+    # ... with the heads learning faster, more Monte Carlo samples, or narrower inference networks
+    "vrm_groups_head_lr_0.03": ("model=vrm", "model.weight_posterior=groups", "model.head_lr=0.03"),
+    "vrm_groups_samples_16": ("model=vrm", "model.weight_posterior=groups", "model.num_samples=16"),
+    "vrm_groups_hidden_32": ("model=vrm", "model.weight_posterior=groups", "model.head_hidden_dim=32"),
 }
 BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
               "bt_lr_0.01", "bt_aspects_diff_lr_0.01")
@@ -182,6 +192,26 @@ GRIDS["clusters_confirm"] = Grid("clusters_confirm", "latents_fresh_seeds", ("vr
 GRIDS["ceiling_size"] = Grid("ceiling_size", "frozen", ("vrm_rated_joint", "bt_aspects_lr_0.01"),
                              ((DEFAULT_STRENGTH, 10000, (0, 1, 2)),),
                              FROZEN, notes="Issue 20: the new default at 10,000 pairs (3 seeds), for the weights")
+GRIDS["groups"] = Grid("groups", "latents", ("vrm_groups",), ((DEFAULT_STRENGTH, DEFAULT_TRAIN, SEEDS),), FROZEN,
+                       notes="Issue 20: the weights read the prompt's predicted group (a classifier of the subset "
+                             "labels), seeds 0-4")
+GRIDS["groups_confirm"] = Grid("groups_confirm", "latents_fresh_seeds", ("vrm_groups",),
+                               ((DEFAULT_STRENGTH, DEFAULT_TRAIN, (5, 6, 7, 8, 9)),), FROZEN,
+                               notes="Issue 20: the prompt-group posterior on the fresh seeds 5-9")
+GRIDS["groups_size"] = Grid("groups_size", "frozen", ("vrm_groups",),
+                            tuple((DEFAULT_STRENGTH, n, CURVE_SEEDS) for n in (1200, 3000)), FROZEN,
+                            notes="Issue 20: the prompt-group posterior at 1,200 (the benchmark's default) and 3,000 "
+                                  "pairs")
+GRIDS["groups_issue"] = Grid("groups_issue", "issue_protocol", ("vrm_groups", "vrm_rated_joint", "bt_aspects_lr_0.01"),
+                             ((DEFAULT_STRENGTH, 1200, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)),),
+                             (*FROZEN, "trainer.max_epochs=10"),
+                             notes="Issue 20's own protocol: the benchmark's default 1,200 training pairs, frozen "
+                                   "MiniLM, 10 epochs; the prompt-group posterior, the prompt posterior before it, "
+                                   "and the fair baseline at the same head learning rate; seeds 0-9")
+GRIDS["groups_search"] = Grid("groups_search", "issue_protocol",
+                              ("vrm_groups_head_lr_0.03", "vrm_groups_samples_16", "vrm_groups_hidden_32"),
+                              ((DEFAULT_STRENGTH, 1200, SEEDS),), (*FROZEN, "trainer.max_epochs=10"),
+                              notes="Issue 20: settings of the prompt-group posterior, on seeds 0-4 of its protocol")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))

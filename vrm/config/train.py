@@ -102,8 +102,11 @@ class ModelConfig:
     head_hidden_dim: int = 128
     #: q(w | x) conditioned on the ``prompt`` alone, or on the ``pair`` (an ablation; needs a learned prior), or one
     #: posterior per prompt ``clusters`` (k-means of the training prompts' frozen h(x), fitted once at the start of
-    #: training; needs ``encoder.train_mode=frozen``): prompts of a kind share their weights' evidence.
-    weight_posterior: str = "prompt"
+    #: training; needs ``encoder.train_mode=frozen``), or on the prompt's predicted ``groups``: a classifier of the
+    #: training data's ``subset`` labels, trained on them (``group_coef``) and read from h(x), so that prompts of a
+    #: kind share their weights' evidence and scoring needs no label. ``auto``: ``groups`` when the training split
+    #: has 2-64 distinct non-empty ``subset`` values, else ``prompt`` (docs/method.md).
+    weight_posterior: str = "auto"
     #: The number of prompt clusters of ``weight_posterior=clusters``.
     prompt_clusters: int = 6
     #: p(w): ``fixed`` symmetric Dirichlet(alpha0), or a ``learned`` prompt-conditioned prior network.
@@ -128,6 +131,8 @@ class ModelConfig:
     aspect_coef: float = 1.0
     #: ``diff``, ``bt`` or ``mse`` per-aspect loss on g_k(mu_z) (docs/method.md, section 4).
     aspect_loss: str = "diff"
+    #: lambda_group: weight of the prompt-group classifier's cross-entropy (``weight_posterior=groups``).
+    group_coef: float = 1.0
     #: The reward's global scale: ``fixed`` (r = w^T g) or ``learned`` (r = exp(s) w^T g, s one learned scalar), so
     #: that the likelihood can sharpen margins without pushing w to a corner of the simplex.
     reward_scale: str = "learned"
@@ -274,6 +279,7 @@ TRAIN_RULES = (
     positive("model.tau", note="the likelihood's temperature"),
     nonnegative("model.center_coef", note="a penalty weight; a negative one rewards large rewards"),
     nonnegative("model.aspect_coef"),
+    nonnegative("model.group_coef"),
     count("model.max_nonfinite_batches", 0),
     positive("optim.lr"),
     positive("optim.head_lr"),

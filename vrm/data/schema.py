@@ -37,6 +37,20 @@ CANONICAL_FEATURES = datasets.Features(
     }
 )
 
+#: The column (and batch key) the data module adds: the index of a pair's ``subset`` among the training split's prompt
+#: groups (:func:`prompt_groups_of`), -1 when its subset is not one of them.
+PROMPT_GROUP = "prompt_group"
+#: The most distinct ``subset`` values that still count as prompt groups (more look like ids, not kinds of prompt).
+MAX_PROMPT_GROUPS = 64
+
+
+def prompt_groups_of(subsets: Sequence[str]) -> list[str]:
+    """The prompt groups of a training split: its distinct non-empty ``subset`` values, sorted; empty unless there are
+    between 2 and :data:`MAX_PROMPT_GROUPS` of them (one group, or hundreds, carry no kind of prompt to share)."""
+    names = sorted({s for s in subsets if s})
+    return names if 2 <= len(names) <= MAX_PROMPT_GROUPS else []
+
+
 #: Allowed values of ``question_type``.
 QUESTION_TYPES = ("open", "closed", "")
 #: Roles a prompt or conversation message may have (those of TRL's conversational datasets and chat templates).

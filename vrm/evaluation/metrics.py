@@ -248,7 +248,7 @@ def length_bias(chosen: ArrayLike, rejected: ArrayLike, len_chosen: ArrayLike,
 # ---------------------------------------------------------------- objective (weight) recovery
 
 
-def _column_correlations(learned: np.ndarray, true: np.ndarray) -> np.ndarray:
+def column_correlations(learned: np.ndarray, true: np.ndarray) -> np.ndarray:
     """Pearson correlation of every learned column with every true column, ``(K_learned, K_true)``.
 
     A constant column correlates 0 with everything (its correlation is undefined, and it carries no signal).
@@ -279,7 +279,7 @@ def match_objectives(learned: ArrayLike, true: ArrayLike) -> tuple[np.ndarray, n
     if learned_arr.shape[1] < true_arr.shape[1]:
         raise ValueError(f"learned must have at least as many objectives as true, got {learned_arr.shape[1]} "
                          f"< {true_arr.shape[1]}")
-    correlation = _column_correlations(learned_arr, true_arr)  # (K_learned, K_true)
+    correlation = column_correlations(learned_arr, true_arr)  # (K_learned, K_true)
     learned_index, true_index = linear_sum_assignment(-correlation)
     assignment = np.empty(true_arr.shape[1], dtype=np.int64)
     assignment[true_index] = learned_index

@@ -21,7 +21,13 @@ import numpy as np
 
 from vrm.data.progress import timed_step
 from vrm.data.synthetic import ATTRIBUTES, sample_candidates, sample_prompts
-from vrm.evaluation.metrics import WEIGHT_RECOVERY, best_of_n, match_objectives, overoptimisation_spearman
+from vrm.evaluation.metrics import (
+    WEIGHT_RECOVERY,
+    best_of_n,
+    column_correlations,
+    match_objectives,
+    overoptimisation_spearman,
+)
 from vrm.scoring.base import Scorer
 from vrm.scoring.scorer import RewardScorer
 
@@ -35,6 +41,10 @@ MATCHED_CORRELATION = "matched_correlation"
 SPREAD, TRUE_SPREAD = "spread", "true_spread"
 ENTROPY, TRUE_ENTROPY = "entropy", "true_entropy"
 OWN_OBJECTIVE = "matched_to_own_objective"
+#: The mean correlation of objective i with true objective i, no matching (the aspect loss ties them): the recovery
+#: the objectives' own names claim. It equals the weight recovery when every aspect is matched to its own objective,
+#: and is lower where the matching swaps two (two true weight columns nearly collinear make that easy).
+OWN_RECOVERY = "own_objective_recovery"
 
 # Keys of :func:`best_of_n_report` (curves are lists aligned with ``ns``).
 BON_NS = "ns"
@@ -66,7 +76,15 @@ def weight_recovery_report(learned: np.ndarray, true: np.ndarray,
         SPREAD: weight_spread(learned), TRUE_SPREAD: weight_spread(true),
         ENTROPY: mean_entropy(learned), TRUE_ENTROPY: mean_entropy(true),
         OWN_OBJECTIVE: float(np.mean(assignment == np.arange(len(assignment)))),
+        OWN_RECOVERY: own_objective_recovery(learned, true),
     }
+
+
+def own_objective_recovery(learned: np.ndarray, true: np.ndarray) -> float:
+    """Mean Pearson correlation of learned column i with true column i over ``i < K_true`` (``learned`` ``(N, K)``,
+    ``K >= K_true``); a constant column correlates 0."""
+    k = true.shape[1]
+    return float(np.mean(np.diag(column_correlations(learned[:, :k], true))))
 
 
 def weight_spread(weights: np.ndarray) -> float:

@@ -15,8 +15,9 @@ from transformers import PretrainedConfig
 
 #: The Bradley-Terry head: ``linear`` (a bias-free linear map of h(x, y)) or ``mlp`` (VRM's head capacity).
 BT_HEADS = ("linear", "mlp")
-#: What q(w | x) reads: the ``prompt``, the ``pair`` (prompt and both responses), or the prompt's nearest cluster.
-WEIGHT_POSTERIORS = ("prompt", "pair", "clusters")
+#: What q(w | x) reads: the ``prompt``, the ``pair`` (prompt and both responses), the prompt's nearest cluster, or
+#: the prompt's predicted group (a classifier of the training data's ``subset`` labels, read from h(x)).
+WEIGHT_POSTERIORS = ("prompt", "pair", "clusters", "groups")
 #: The VRM reward's global scale: ``fixed`` (r = w^T g) or ``learned`` (r = exp(s) w^T g, s one scalar parameter).
 REWARD_SCALES = ("fixed", "learned")
 
@@ -42,6 +43,10 @@ class VRMHead(nn.Module):
         self.config = config
         k, d, hid = config.num_objectives, config.feature_dim, config.head_hidden_dim
         posterior_in = hidden_size * (3 if config.weight_posterior == "pair" else 1)
+        if config.weight_posterior == "groups":  # the posterior reads the prompt's predicted group probabilities
+            num_groups = len(config.prompt_groups)
+            self.group_classifier = nn.Linear(hidden_size, num_groups)
+            posterior_in = num_groups
         self.weight_posterior = _mlp(posterior_in, hid, k)
         if config.weight_posterior == "clusters":  # the posterior reads the mean h(x) of the prompt's cluster
             m = config.prompt_clusters
@@ -68,7 +73,17 @@ class VRMHead(nn.Module):
             return self.concentration(self.weight_posterior(torch.cat([h_x, h_chosen, h_rejected], dim=-1)))
         if self.config.weight_posterior == "clusters":
             return self.concentration(self.weight_posterior(self.prompt_means[self.prompt_cluster(h_x)]))
+        if self.config.weight_posterior == "groups":  # the classifier learns from the group labels alone (detached)
+            return self.concentration(self.weight_posterior(self.group_probabilities(h_x).detach()))
         return self.concentration(self.weight_posterior(h_x))
+
+    def group_logits(self, h_x: torch.Tensor) -> torch.Tensor:
+        """(B, G) logits of the prompt's group (``weight_posterior=groups``), G = ``len(config.prompt_groups)``."""
+        return self.group_classifier(h_x)
+
+    def group_probabilities(self, h_x: torch.Tensor) -> torch.Tensor:
+        """(B, G) predicted probabilities of the prompt's group (``weight_posterior=groups``)."""
+        return torch.softmax(self.group_logits(h_x), dim=-1)
 
     def prompt_cluster(self, h_x: torch.Tensor) -> torch.Tensor:
         """(B,) index of the nearest prompt centre (cosine) of each prompt."""

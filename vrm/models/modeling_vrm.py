@@ -57,6 +57,7 @@ class VRMConfig(PretrainedConfig):
         head_hidden_dim: int = 128,
         weight_posterior: str = "prompt",
         prompt_clusters: int = 6,
+        prompt_groups: Sequence[str] | None = None,
         weight_prior: str = "fixed",
         prior_concentration: float = 1.0,
         concentration_eps: float = 1e-3,
@@ -86,6 +87,9 @@ class VRMConfig(PretrainedConfig):
         self.head_hidden_dim = head_hidden_dim
         self.weight_posterior = weight_posterior
         self.prompt_clusters = prompt_clusters
+        # weight_posterior='groups': the names of the prompt groups (the training data's subset labels), in the order
+        # of the group classifier's outputs.
+        self.prompt_groups = list(prompt_groups) if prompt_groups is not None else None
         self.weight_prior = weight_prior
         self.prior_concentration = prior_concentration
         self.concentration_eps = concentration_eps
@@ -130,6 +134,12 @@ class VRMConfig(PretrainedConfig):
                 f"num_objectives={self.num_objectives} and feature_dim={self.feature_dim} must be positive")
         if self.weight_posterior == "clusters" and self.prompt_clusters < 2:
             raise ValueError(f"prompt_clusters={self.prompt_clusters} must be at least 2 with weight_posterior='clusters'")
+        if self.weight_posterior == "groups" and (
+                self.prompt_groups is None or len(self.prompt_groups) < 2
+                or not all(isinstance(g, str) for g in self.prompt_groups)
+                or len(set(self.prompt_groups)) != len(self.prompt_groups)):
+            raise ValueError(f"weight_posterior='groups' needs prompt_groups, at least 2 distinct group names (the "
+                             f"training data's subset labels), got {self.prompt_groups!r}")
         if self.weight_posterior == "pair" and self.weight_prior != "learned":
             raise ValueError("weight_posterior='pair' needs weight_prior='learned': at scoring time the "
                              "responses' outcome is unknown, so the prompt-conditioned prior scores instead")
@@ -158,12 +168,17 @@ class VRMConfig(PretrainedConfig):
     @property
     def use_token_types(self) -> bool:
         """Whether the encoder has segment (token type) embeddings to mark prompt vs response."""
-        return int(self.encoder_config.get("type_vocab_size", 0) or 0) > 1
+        return uses_token_types(self.encoder_config)
 
     @property
     def scores_from_prior(self) -> bool:
         """Whether E[w | x] at scoring time comes from the prior network (pair posterior)."""
         return self.weight_posterior == "pair"
+
+
+def uses_token_types(encoder_config: dict) -> bool:
+    """Whether an encoder (its config dict) has segment (token type) embeddings to mark prompt vs response."""
+    return int(encoder_config.get("type_vocab_size", 0) or 0) > 1
 
 
 @dataclass

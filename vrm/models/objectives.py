@@ -116,7 +116,9 @@ class BTObjective(nn.Module):
         self.head, self.center_coef, self.tau = head, center_coef, tau
         self.aspect_coef, self.aspect_loss = aspect_coef, aspect_loss
 
-    def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0, aspects=None) -> ObjectiveOutput:
+    def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0, aspects=None,
+                groups: torch.Tensor | None = None) -> ObjectiveOutput:
+        """``groups`` (the prompts' group labels) are read only by a VRM with ``weight_posterior=groups``."""
         out = self.head(torch.cat([h_chosen, h_rejected]))
         r_pos, r_neg = out.reward.chunk(2)
         nll = -F.logsigmoid((r_pos - r_neg) / self.tau).mean()
@@ -157,6 +159,7 @@ class VRMObjective(nn.Module):
 
     def __init__(self, head: VRMHead, *, num_samples: int = 4, beta_w: float = 0.05, beta_z: float = 0.05,
                  tau: float = 1.0, center_coef: float = 0.0, aspect_coef: float = 1.0, aspect_loss: str = "bt",
+                 group_coef: float = 1.0,
                  score_training: str = "joint", validate_distributions: bool = False):
         super().__init__()
         if num_samples < 1:
@@ -174,6 +177,7 @@ class VRMObjective(nn.Module):
         self._frozen_scores = 0
         self.beta_w, self.beta_z, self.tau = beta_w, beta_z, tau
         self.center_coef, self.aspect_coef, self.aspect_loss = center_coef, aspect_coef, aspect_loss
+        self.group_coef = group_coef
         self.num_samples = num_samples
         self.validate_distributions = validate_distributions
         self.elbo = TraceMeanField_ELBO(num_particles=num_samples, vectorize_particles=True,
@@ -257,8 +261,17 @@ class VRMObjective(nn.Module):
         s_pos, s_neg = (s[:, :num_aspects] for s in scores)
         return aspect_loss(s_pos, s_neg, a_pos, a_neg, kind=self.aspect_loss)
 
+    def group_term(self, h_x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """``weight_posterior=groups``: the mean cross-entropy of the prompt-group classifier over the prompts with a
+        group label (``groups`` (B,), -1: unlabelled, ignored); 0 when the batch has none."""
+        labelled = groups >= 0
+        if not bool(labelled.any()):
+            return h_x.new_zeros(())
+        return F.cross_entropy(self.head.group_logits(h_x[labelled]), groups[labelled].long())
+
     def forward(self, h_x, h_chosen, h_rejected, *, progress: float = 1.0,
-                aspects: tuple[torch.Tensor, torch.Tensor] | None = None) -> ObjectiveOutput:
+                aspects: tuple[torch.Tensor, torch.Tensor] | None = None,
+                groups: torch.Tensor | None = None) -> ObjectiveOutput:
         n = h_x.shape[0]
         scale_w, scale_z = annealed(self.beta_w, progress), annealed(self.beta_z, progress)
         use_aspects = aspects is not None and aspects[0].shape[-1] > 0 and bool(self.aspect_coef)
@@ -288,6 +301,9 @@ class VRMObjective(nn.Module):
                 scores = self.head.score_head(params.mu + params.sigma * torch.randn_like(params.sigma))
             terms["aspect"] = self.aspect_term(h_chosen, h_rejected, aspects, scores=(scores[:n], scores[n:]))
             loss = loss + self.aspect_coef * terms["aspect"]
+        if self.config.weight_posterior == "groups" and groups is not None:
+            terms["group"] = self.group_term(h_x, groups)
+            loss = loss + self.group_coef * terms["group"]
         terms["entropy_w"] = dirichlet_entropy_of_mean(out.weights).mean()
         terms["beta_w"] = torch.tensor(scale_w)
         terms["beta_z"] = torch.tensor(scale_z)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from vrm.config import ModelConfig, TrainConfig
 from vrm.data.contract import build_contract
 from vrm.models.encoder import LoadedEncoder, load_encoder, lora_settings
-from vrm.models.modeling_vrm import VRMConfig
+from vrm.models.modeling_vrm import VRMConfig, uses_token_types
 from vrm.training.datamodule import PreferenceDataModule
 from vrm.training.feature_cache import attach_cached_features, encoder_identity
 from vrm.training.module import RewardModule
 from vrm.training.resumable import AtomicCheckpointIO
 from vrm.training.trackers import LogRunConfig, instantiate_loggers
+
+log = logging.getLogger(__name__)
 
 #: Where a run keeps the tokenizer its checkpoints were trained with.
 TOKENIZER_DIR = "tokenizer"
@@ -63,9 +66,13 @@ ARCHITECTURE_OPTIONS = tuple(name for name in inspect.signature(VRMConfig.__init
                              if name in {f.name for f in fields(ModelConfig)})
 
 
-def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
+def architecture(cfg: DictConfig, enc: LoadedEncoder, prompt_groups: list[str] | None = None) -> dict[str, Any]:
     """The VRMConfig kwargs of this run: the model's architecture options under their own names, the head
-    (``model.type``), what the loaded encoder is, and the tokenisation rule."""
+    (``model.type``), what the loaded encoder is, and the tokenisation rule.
+
+    ``prompt_groups``: the training data's prompt groups (``PreferenceDataModule.prompt_groups``), which
+    ``model.weight_posterior`` ``groups`` needs and ``auto`` chooses by; None before the data is loaded (``auto``
+    is then ``prompt``, and ``groups`` is checked with every other option but its groups)."""
     m = cfg.model
     if m.type not in ("vrm", "bt"):
         raise ValueError(f"model.type={m.type!r} is not one of ('vrm', 'bt')")
@@ -73,12 +80,34 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder) -> dict[str, Any]:
     arch = {k: m[k] for k in ARCHITECTURE_OPTIONS}
     if arch["prompt_repr"] == "auto":
         arch["prompt_repr"] = "shared" if enc.kind == "decoder" else "separate"
+    if arch["weight_posterior"] == "auto":
+        arch["weight_posterior"] = "groups" if m.type == "vrm" and prompt_groups else "prompt"
+    if arch["weight_posterior"] == "groups" and m.type == "vrm" and prompt_groups is not None and not prompt_groups:
+        raise ValueError("model.weight_posterior=groups needs prompt groups: 2 to 64 distinct non-empty values of "
+                         "the training split's `subset` column (the data's subsets or sources), and this data has "
+                         "none; use model.weight_posterior=prompt, or give the pairs a subset")
+    arch["prompt_groups"] = list(prompt_groups) if arch["weight_posterior"] == "groups" and prompt_groups else None
     arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, encoder_config=enc.model.config.to_dict(),
                 max_sequence_length=cfg.data.max_length, truncation=cfg.data.truncation,
                 use_chat_template=cfg.encoder.use_chat_template, length_chunks=cfg.encoder.length_chunks,
                 prompt_end_ids=build_contract(enc.tokenizer, enc.kind, cfg.encoder.use_chat_template).prompt_end_ids)
-    VRMConfig(**arch)  # validates the combination before any data is loaded
+    pending = arch["weight_posterior"] == "groups" and arch["prompt_groups"] is None
+    # validates the combination before any data is loaded (with stand-in group names while the groups are pending)
+    VRMConfig(**{**arch, "prompt_groups": ["group 1", "group 2"]} if pending else arch)
     return arch
+
+
+def log_weight_posterior(cfg: DictConfig, arch: dict[str, Any]) -> None:
+    """Say what ``model.weight_posterior=auto`` chose, and from which groups."""
+    if cfg.model.type != "vrm" or cfg.model.weight_posterior != "auto":
+        return
+    groups = arch["prompt_groups"]
+    if groups:
+        log.info("model.weight_posterior=auto: groups (the weights read the prompt's predicted group; %d groups from "
+                 "the training split's subset column: %s)", len(groups), ", ".join(groups))
+    else:
+        log.info("model.weight_posterior=auto: prompt (the training split's subset column has no 2-64 distinct "
+                 "values to group the prompts by)")
 
 
 def check_max_length(cfg: DictConfig, enc: LoadedEncoder) -> None:
@@ -100,7 +129,7 @@ def build_module(cfg: DictConfig, enc: LoadedEncoder, arch: dict[str, Any] | Non
 def build_datamodule(cfg: DictConfig, enc: LoadedEncoder, arch: dict[str, Any], output_dir: Path
                      ) -> PreferenceDataModule:
     """The data module of ``cfg``, set up (its splits loaded and tokenised as ``arch`` says)."""
-    datamodule = PreferenceDataModule(cfg.data, enc.tokenizer, enc.kind, VRMConfig(**arch).use_token_types,
+    datamodule = PreferenceDataModule(cfg.data, enc.tokenizer, enc.kind, uses_token_types(arch["encoder_config"]),
                                       cfg.encoder.use_chat_template, str(output_dir),
                                       seed=cfg.seed if cfg.seed is not None else 0)
     datamodule.setup()
@@ -115,6 +144,8 @@ def build(cfg: DictConfig, output_dir: Path) -> BuiltRun:
     tokenizer_dir = output_dir / TOKENIZER_DIR
     enc.tokenizer.save_pretrained(tokenizer_dir)
     datamodule = build_datamodule(cfg, enc, arch, output_dir)
+    arch = architecture(cfg, enc, datamodule.prompt_groups)
+    log_weight_posterior(cfg, arch)
     module = build_module(cfg, enc, arch, str(tokenizer_dir), datamodule.test_split_names)
     if cfg.encoder.train_mode == "frozen" and cfg.encoder.feature_cache:
         attach_cached_features(datamodule, module.net, encoder_identity(cfg.encoder.path, enc.model))

@@ -21,6 +21,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from vrm.config.data import DataConfig
 from vrm.data.loading import PreferenceData, load_preference_data
+from vrm.data.schema import PROMPT_GROUP, prompt_groups_of
 from vrm.data.tokenization import TokenizationSettings, cache_dir, tokenizer_fingerprint
 from vrm.data.tokenize import TruncationStats, pad_sequences
 from vrm.errors import DataError
@@ -56,6 +57,9 @@ class PreferenceDataModule(L.LightningDataModule):
         #: Cached frozen-encoder features per split (vrm.training.feature_cache.attach_cached_features);
         #: a split listed here is served as feature batches instead of token batches.
         self.features: dict[str, dict[str, torch.Tensor]] = {}
+        #: The training split's prompt groups (its distinct ``subset`` labels, :func:`prompt_groups_of`); each split
+        #: then carries the column ``prompt_group`` (the index of a pair's subset, -1 when not one of them).
+        self.prompt_groups: list[str] = []
         self._settings_key = "|".join(map(str, (
             tokenizer_fingerprint(tokenizer), encoder_kind, cfg.max_length, cfg.truncation, use_token_types,
             self.pair_encoder.contract.fingerprint(), 3)))
@@ -69,6 +73,15 @@ class PreferenceDataModule(L.LightningDataModule):
             self.splits[name] = self._tokenize(name, split)
         if TRAIN not in self.splits:
             raise ValueError(f"the data has no '{TRAIN}' split (splits: {sorted(self.splits)})")
+        if "subset" in self.splits[TRAIN].column_names:
+            self.prompt_groups = prompt_groups_of(self.splits[TRAIN]["subset"])
+        if self.prompt_groups:
+            index = {name: i for i, name in enumerate(self.prompt_groups)}
+            for name, split in self.splits.items():
+                ids = [index.get(s, -1) for s in split["subset"]]
+                self.splits[name] = split.remove_columns(PROMPT_GROUP) if PROMPT_GROUP in split.column_names \
+                    else split
+                self.splits[name] = self.splits[name].add_column(PROMPT_GROUP, ids)
 
     @property
     def aspect_names(self) -> list[str]:
@@ -138,6 +151,8 @@ class PreferenceDataModule(L.LightningDataModule):
         if rows and rows[0].get("aspects_chosen"):
             batch["aspects_chosen"] = self._aspects(rows, "aspects_chosen")
             batch["aspects_rejected"] = self._aspects(rows, "aspects_rejected")
+        if rows and PROMPT_GROUP in rows[0]:
+            batch[PROMPT_GROUP] = torch.tensor([r[PROMPT_GROUP] for r in rows], dtype=torch.long)
         return batch
 
     @staticmethod
@@ -161,7 +176,7 @@ class PreferenceDataModule(L.LightningDataModule):
             return ResumableDataLoader(dataset, ResumableBatchSampler(len(dataset), batch_size, self.seed),
                                        collate_fn=dataset.collate)
         columns = [c for c in split.column_names if c.endswith(("_input_ids", "_prompt_length", "_token_type_ids"))
-                   or c.startswith("aspects_")]
+                   or c.startswith("aspects_") or c == PROMPT_GROUP]
         split = split.select_columns(columns)
         if not train:
             return DataLoader(split, batch_size=batch_size, collate_fn=self.collate, num_workers=self.cfg.num_workers)

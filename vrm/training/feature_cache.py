@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vrm.data.files import atomic_write
 from vrm.data.progress import progress_bar
+from vrm.data.schema import PROMPT_GROUP
 from vrm.data.tokenization import TokenizationSettings, cache_dir, tokenizer_fingerprint
 from vrm.models.modeling_vrm import VRMForSequenceClassification
 
@@ -182,6 +183,8 @@ class FeatureDataset(Dataset):
         self.features = features
         aspect_columns = [c for c in split.column_names if c.startswith("aspects_")]
         self.aspects = split.select_columns(aspect_columns) if aspect_columns else None
+        self.groups = torch.tensor(split[PROMPT_GROUP], dtype=torch.long) if PROMPT_GROUP in split.column_names \
+            else None
 
     def __len__(self) -> int:
         return next(iter(self.features.values())).shape[0]
@@ -190,9 +193,12 @@ class FeatureDataset(Dataset):
         return index
 
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """(B, H) feature tensors under :data:`FEATURE_KEYS`, and (B, A) aspects with NaN where missing."""
+        """(B, H) feature tensors under :data:`FEATURE_KEYS`, (B, A) aspects with NaN where missing, and the (B,)
+        prompt groups when the split has them."""
         rows = torch.tensor(indices)
         batch = {k: v[rows] for k, v in self.features.items()}
+        if self.groups is not None:
+            batch[PROMPT_GROUP] = self.groups[rows]
         if self.aspects is not None:
             picked = self.aspects[indices]
             if picked.get("aspects_chosen") and picked["aspects_chosen"][0]:

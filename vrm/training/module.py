@@ -13,6 +13,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics import MaxMetric
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from vrm.data.schema import PROMPT_GROUP
 from vrm.errors import NonFiniteLossError
 from vrm.metric_names import (
     ACC,
@@ -49,6 +50,7 @@ def build_objective(net: VRMForSequenceClassification, model_cfg: dict[str, Any]
     return VRMObjective(net.head, num_samples=model_cfg["num_samples"], beta_w=model_cfg["beta_w"],
                         beta_z=model_cfg["beta_z"], tau=model_cfg["tau"], center_coef=model_cfg["center_coef"],
                         aspect_coef=model_cfg["aspect_coef"], aspect_loss=model_cfg["aspect_loss"],
+                        group_coef=model_cfg.get("group_coef", 1.0),
                         score_training=model_cfg.get("score_training", "joint"),
                         validate_distributions=model_cfg.get("validate_distributions", False))
 
@@ -116,14 +118,15 @@ class RewardModule(L.LightningModule):
 
     def pair_forward(self, batch: dict[str, torch.Tensor], progress: float = 1.0) -> ObjectiveOutput:
         aspects = (batch["aspects_chosen"], batch["aspects_rejected"]) if "aspects_chosen" in batch else None
+        groups = batch.get(PROMPT_GROUP)
         if H_CHOSEN in batch:  # cached frozen-encoder features (vrm.training.feature_cache): heads only
             return self._objective(batch.get(H_PROMPT), batch[H_CHOSEN], batch[H_REJECTED], progress=progress,
-                                   aspects=aspects)
+                                   aspects=aspects, groups=groups)
         n = pair_count(batch)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
             h_xy, h_x = self.net.representations(batch["input_ids"], batch["attention_mask"],
                                                  batch.get("token_type_ids"), batch["prompt_lengths"], num_prompts=n)
-        return self._objective(h_x, h_xy[:n], h_xy[n:], progress=progress, aspects=aspects)
+        return self._objective(h_x, h_xy[:n], h_xy[n:], progress=progress, aspects=aspects, groups=groups)
 
     def _stage_values(self, out: ObjectiveOutput) -> dict[str, torch.Tensor]:
         """The metrics of one batch (detached scalars): loss, accuracy, margin, reward mean and std, the terms."""
