@@ -79,6 +79,12 @@ METHODS: dict[str, tuple[str, ...]] = {
     "vrm_groups_head_lr_0.03": ("model=vrm", "model.weight_posterior=groups", "model.head_lr=0.03"),
     "vrm_groups_samples_16": ("model=vrm", "model.weight_posterior=groups", "model.num_samples=16"),
     "vrm_groups_hidden_32": ("model=vrm", "model.weight_posterior=groups", "model.head_hidden_dim=32"),
+    "vrm_groups_samples_32": ("model=vrm", "model.weight_posterior=groups", "model.num_samples=32"),
+    "vrm_groups_samples_16_lr_0.03": ("model=vrm", "model.weight_posterior=groups", "model.num_samples=16",
+                                      "model.head_lr=0.03"),
+    "vrm_groups_beta_w_0.0001": ("model=vrm", "model.weight_posterior=groups", "model.beta_w=0.0001"),
+    # without the ratings: what the weights show when only the product w^T g is tied to the labels
+    "vrm_groups_no_ratings": ("model=vrm", "model.weight_posterior=groups", "model.aspect_coef=0"),
 }
 BT_METHODS = ("bt", "bt_mlp", "bt_aspects", "bt_mlp_20ep", "bt_aspects_20ep", "bt_mlp_lr_0.01", "bt_aspects_lr_0.01",
               "bt_lr_0.01", "bt_aspects_diff_lr_0.01")
@@ -202,16 +208,33 @@ GRIDS["groups_size"] = Grid("groups_size", "frozen", ("vrm_groups",),
                             tuple((DEFAULT_STRENGTH, n, CURVE_SEEDS) for n in (1200, 3000)), FROZEN,
                             notes="Issue 20: the prompt-group posterior at 1,200 (the benchmark's default) and 3,000 "
                                   "pairs")
-GRIDS["groups_issue"] = Grid("groups_issue", "issue_protocol", ("vrm_groups", "vrm_rated_joint", "bt_aspects_lr_0.01"),
+GRIDS["groups_issue"] = Grid("groups_issue", "issue_protocol", ("vrm_groups", "vrm_groups_samples_16", "vrm_rated_joint",
+                                                              "bt_aspects_lr_0.01"),
                              ((DEFAULT_STRENGTH, 1200, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)),),
                              (*FROZEN, "trainer.max_epochs=10"),
                              notes="Issue 20's own protocol: the benchmark's default 1,200 training pairs, frozen "
-                                   "MiniLM, 10 epochs; the prompt-group posterior, the prompt posterior before it, "
-                                   "and the fair baseline at the same head learning rate; seeds 0-9")
+                                   "MiniLM, 10 epochs; the prompt-group posterior (also with 16 Monte Carlo samples, "
+                                   "the setting the search on seeds 0-4 picked), the prompt posterior before it, and "
+                                   "the fair baseline at the same head learning rate; seeds 0-9")
 GRIDS["groups_search"] = Grid("groups_search", "issue_protocol",
-                              ("vrm_groups_head_lr_0.03", "vrm_groups_samples_16", "vrm_groups_hidden_32"),
+                              ("vrm_groups_head_lr_0.03", "vrm_groups_samples_16", "vrm_groups_hidden_32",
+                               "vrm_groups_samples_32", "vrm_groups_samples_16_lr_0.03", "vrm_groups_beta_w_0.0001"),
                               ((DEFAULT_STRENGTH, 1200, SEEDS),), (*FROZEN, "trainer.max_epochs=10"),
                               notes="Issue 20: settings of the prompt-group posterior, on seeds 0-4 of its protocol")
+GRIDS["groups_no_ratings"] = Grid("groups_no_ratings", "issue_protocol", ("vrm_groups_no_ratings",),
+                                  ((DEFAULT_STRENGTH, 1200, SEEDS),), (*FROZEN, "trainer.max_epochs=10"),
+                                  notes="Issue 20: the prompt-group posterior without the aspect ratings")
+GRIDS["groups_curves"] = Grid("groups_curves", "frozen", ("vrm_groups",),
+                              (*((p, DEFAULT_TRAIN, CURVE_SEEDS) for p in (0.5, 0.9, 0.95)),
+                               (DEFAULT_STRENGTH, 100, CURVE_SEEDS)), FROZEN,
+                              notes="Issue 20: the prompt-group posterior on the rest of the strength and size curves")
+GRIDS["groups_finetune"] = Grid("groups_finetune", "finetune", ("vrm_groups",), ((DEFAULT_STRENGTH, 256, (0, 1, 2)),),
+                                FINETUNE, eval_sizes=(100, 150, 150),
+                                notes="Issue 20: the prompt-group posterior fully fine-tuned, as the finetune grid")
+GRIDS["groups_finetune_long"] = Grid("groups_finetune_long", "finetune_long", ("vrm_groups",),
+                                     ((DEFAULT_STRENGTH, 512, (0, 1)),), (*FINETUNE, "trainer.max_epochs=2"),
+                                     eval_sizes=(100, 150, 150),
+                                     notes="Issue 20: the prompt-group posterior as the finetune_long grid")
 QUICK = Grid("quick", "quick", ("bt", "bt_aspects", "vrm_aspects"), ((DEFAULT_STRENGTH, 200, (0,)),),
              ("encoder=minilm", "encoder.train_mode=frozen", "trainer.max_epochs=2", "data.batch_size=16"),
              eval_sizes=(64, 100, 100))

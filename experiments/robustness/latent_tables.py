@@ -23,23 +23,31 @@ from experiments.robustness.run import (
     setting_name,
 )
 
+#: The cells folder of issue 20's own protocol (grids groups_issue, groups_search, groups_no_ratings).
+ISSUE_FOLDER = "issue_protocol"
+#: Methods added to the frozen curves after the second default: the prompt-group and prompt-cluster posteriors.
+GROUPS_CURVE_METHODS = ("vrm_groups", "vrm_clusters")
+
 #: The latent measures of a cell, read at the picked epoch: (split, key) -> column title.
-LATENT_COLUMNS = {("test", "weight_recovery"): "weight recovery", ("test", "spread"): "spread",
+LATENT_COLUMNS = {("test", "weight_recovery"): "weight recovery",
+                  ("test", "own_objective_recovery"): "own-objective recovery", ("test", "spread"): "spread",
                   ("test", "entropy"): "entropy", ("test", "matched_to_own_objective"): "aspects on own objective",
                   ("shifted", "cue_share"): "cue share (shifted)", ("shifted", "truth_share"): "truth share (shifted)"}
 
 
-def latent_table(cells: list[dict[str, Any]], folder: str, methods: Sequence[str]) -> list[str]:
+def latent_table(cells: list[dict[str, Any]], folder: str, methods: Sequence[str], last_epoch: bool = False
+                 ) -> list[str]:
     """Issue 20's table for one cells folder at one setting: per method the weights' recovery, spread and entropy (test
     prompts), the cue's and the truth's share of the reward differences' variance (shifted), iid and shifted accuracy
     (mean ± std over seeds), and the shifted difference to the best fair baseline, paired by seed; every number at the
-    epoch picked by in-distribution validation."""
+    epoch picked by in-distribution validation (``last_epoch``: at the last epoch)."""
     rows: dict[str, dict[int, dict[str, float]]] = {}
     for cell in cells:
         if cell["cells"] != folder or cell["method"] not in methods:
             continue
         epochs = cell["epochs"]
-        best = epochs[max(range(len(epochs)), key=lambda i: (epochs[i]["validation"]["acc"], -i))]
+        best = epochs[-1] if last_epoch else \
+            epochs[max(range(len(epochs)), key=lambda i: (epochs[i]["validation"]["acc"], -i))]
         values = {title: best[split].get(key, float("nan")) for (split, key), title in LATENT_COLUMNS.items()}
         values.update(iid=best["test"]["acc"], shifted=best["shifted"]["acc"])
         values.update({f"true {k}": best["test"].get(f"true_{k}", float("nan")) for k in ("spread", "entropy")})
@@ -75,9 +83,15 @@ def write_latent_tables(cells: list[dict[str, Any]], path: Path, command: str) -
         table = latent_table(at_default, folder, list(METHODS))
         if table:
             lines += [f"## `{folder}` ({title}; p = {DEFAULT_STRENGTH}, {DEFAULT_TRAIN} pairs)", "", *table, ""]
+    issue = [c for c in cells if c["cells"] == ISSUE_FOLDER]
+    for last, pick in ((False, "the epoch picked by validation accuracy"), (True, "the last epoch")):
+        table = latent_table(issue, ISSUE_FOLDER, list(METHODS), last_epoch=last)
+        if table:
+            lines += [f"## `{ISSUE_FOLDER}`: the issue's own protocol (1,200 pairs, frozen MiniLM, 10 epochs; "
+                      f"{pick})", "", *table, ""]
     for strength, num_train in sorted({(c["strength"], c["num_train"]) for c in cells if c["cells"] == "frozen"}):
         subset = [c for c in cells if (c["cells"], c["strength"], c["num_train"]) == ("frozen", strength, num_train)]
-        table = latent_table(subset, "frozen", [*FROZEN_METHODS, *CURVE_METHODS_V2])
+        table = latent_table(subset, "frozen", [*FROZEN_METHODS, *CURVE_METHODS_V2, *GROUPS_CURVE_METHODS])
         if table and any(m in {c["method"] for c in subset} for m in CURVE_METHODS_V2):
             lines += [f"## frozen curves, {setting_name(strength, num_train)}", "", *table, ""]
     path.write_text("\n".join(lines) + "\n")
