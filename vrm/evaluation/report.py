@@ -18,6 +18,7 @@ from vrm.evaluation.synthetic_eval import (
     BON_SPURIOUS,
     BON_TRUE,
     ENTROPY,
+    OWN_RECOVERY,
     SPREAD,
     TRUE_ENTROPY,
     TRUE_SPREAD,
@@ -102,17 +103,20 @@ def format_report(results: Mapping[str, Any]) -> str:
     synthetic = [s for s, r in splits.items() if TRUE_REWARD_ACCURACY in r]
     if synthetic:
         header = ["split", "true-reward acc", "acc opener on chosen", "acc opener on rejected", "weight recovery",
-                  "weight spread (true)", "weight entropy (true)", "cue share of reward variance", "truth share"]
+                  "own-objective recovery", "weight spread (true)", "weight entropy (true)", "cue share of reward variance", "truth share"]
         rows = []
         for s in synthetic:
             recovery, variance = splits[s].get(m.WEIGHT_RECOVERY, {}), splits[s].get(CUE_VARIANCE, {})
             pair = [f"{_cell(recovery.get(a))} ({_cell(recovery.get(b))})" if recovery else None
                     for a, b in ((SPREAD, TRUE_SPREAD), (ENTROPY, TRUE_ENTROPY))]
             rows.append([s, splits[s][TRUE_REWARD_ACCURACY], splits[s][SPURIOUS][ACC_OPENER_ON_CHOSEN],
-                         splits[s][SPURIOUS][ACC_OPENER_ON_REJECTED], recovery.get(m.WEIGHT_RECOVERY), *pair,
+                         splits[s][SPURIOUS][ACC_OPENER_ON_REJECTED], recovery.get(m.WEIGHT_RECOVERY),
+                         recovery.get(OWN_RECOVERY), *pair,
                          variance.get(CUE_SHARE), variance.get(TRUTH_SHARE)])
-        lines += ["", "Synthetic benchmark (weight spread: mean per-prompt max - min of E[w|x]; cue share: the variance "
-                  "of the reward differences only the cue explains, vrm.evaluation.variance):", ""] + _table(header, rows)
+        lines += ["", "Synthetic benchmark (weight recovery: correlation with the true weights after matching the "
+                  "objectives; own-objective: objective i against aspect i, no matching; weight spread: mean "
+                  "per-prompt max - min of E[w|x]; cue share: the variance of the reward differences only the cue "
+                  "explains, vrm.evaluation.variance):", ""] + _table(header, rows)
 
     uncertain = [s for s, r in splits.items() if UNCERTAINTY in r]
     if uncertain:
