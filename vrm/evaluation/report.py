@@ -103,7 +103,8 @@ def format_report(results: Mapping[str, Any]) -> str:
     synthetic = [s for s, r in splits.items() if TRUE_REWARD_ACCURACY in r]
     if synthetic:
         header = ["split", "true-reward acc", "acc opener on chosen", "acc opener on rejected", "weight recovery",
-                  "own-objective recovery", "weight spread (true)", "weight entropy (true)", "cue share of reward variance", "truth share"]
+                  "own-objective recovery", "weight spread (true)", "weight entropy (true)",
+                  "cue share of reward variance", "truth share"]
         rows = []
         for s in synthetic:
             recovery, variance = splits[s].get(m.WEIGHT_RECOVERY, {}), splits[s].get(CUE_VARIANCE, {})

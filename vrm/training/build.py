@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vrm.config import ModelConfig, TrainConfig
 from vrm.data.contract import build_contract
+from vrm.data.schema import MAX_PROMPT_GROUPS
 from vrm.models.encoder import LoadedEncoder, load_encoder, lora_settings
 from vrm.models.modeling_vrm import VRMConfig, uses_token_types
 from vrm.training.datamodule import PreferenceDataModule
@@ -80,12 +81,12 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder, prompt_groups: list[str] |
     arch = {k: m[k] for k in ARCHITECTURE_OPTIONS}
     if arch["prompt_repr"] == "auto":
         arch["prompt_repr"] = "shared" if enc.kind == "decoder" else "separate"
-    if arch["weight_posterior"] == "auto":
+    if arch["weight_posterior"] == "auto" or m.type == "bt":  # a BT head has no weights to read anything
         arch["weight_posterior"] = "groups" if m.type == "vrm" and prompt_groups else "prompt"
-    if arch["weight_posterior"] == "groups" and m.type == "vrm" and prompt_groups is not None and not prompt_groups:
-        raise ValueError("model.weight_posterior=groups needs prompt groups: 2 to 64 distinct non-empty values of "
-                         "the training split's `subset` column (the data's subsets or sources), and this data has "
-                         "none; use model.weight_posterior=prompt, or give the pairs a subset")
+    if arch["weight_posterior"] == "groups" and prompt_groups is not None and not prompt_groups:
+        raise ValueError(f"model.weight_posterior=groups needs prompt groups: 2 to {MAX_PROMPT_GROUPS} distinct "
+                         "non-empty values of the training split's `subset` column (the data's subsets or sources), "
+                         "and this data has none; use model.weight_posterior=prompt, or give the pairs a subset")
     arch["prompt_groups"] = list(prompt_groups) if arch["weight_posterior"] == "groups" and prompt_groups else None
     arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, encoder_config=enc.model.config.to_dict(),
                 max_sequence_length=cfg.data.max_length, truncation=cfg.data.truncation,
