@@ -37,7 +37,8 @@ def test_spec_defaults():
     m = cfg.model
     assert (m.type, m.num_objectives, m.feature_dim, m.num_samples) == ("vrm", 5, 16, 4)
     assert (m.beta_w, m.beta_z, m.tau, m.center_coef, m.prior_concentration) == (0.001, 0.05, 1.0, 0.0, 1.0)
-    assert (m.weight_posterior, m.weight_prior, m.score_head, m.kl_warmup_fraction) == ("prompt", "fixed", "linear", 0.1)
+    assert (m.weight_posterior, m.weight_prior, m.score_head, m.kl_warmup_fraction) == ("auto", "fixed", "linear", 0.1)
+    assert m.group_coef == 1.0
     assert (m.aspect_loss, m.reward_scale, m.score_training, m.head_lr) == ("diff", "learned", "joint", 0.01)
     assert cfg.encoder.path == "minilm" and cfg.data.format == "synthetic"
 
@@ -46,6 +47,7 @@ def test_the_old_vrm_defaults_stay_reachable_and_bt_keeps_its_learning_rate():
     old = compose_train(["model=vrm_v1"], CONFIG_DIR).model
     assert (old.num_objectives, old.aspect_loss, old.reward_scale, old.beta_w, old.head_lr) == (8, "bt", "fixed", 0.05,
                                                                                                 None)
+    assert old.weight_posterior == "prompt"
     assert compose_train(["model=bt"], CONFIG_DIR).model.head_lr is None
 
 

@@ -78,10 +78,9 @@ class PreferenceDataModule(L.LightningDataModule):
         if self.prompt_groups:
             index = {name: i for i, name in enumerate(self.prompt_groups)}
             for name, split in self.splits.items():
-                ids = [index.get(s, -1) for s in split["subset"]]
-                self.splits[name] = split.remove_columns(PROMPT_GROUP) if PROMPT_GROUP in split.column_names \
-                    else split
-                self.splits[name] = self.splits[name].add_column(PROMPT_GROUP, ids)
+                if PROMPT_GROUP in split.column_names:  # an adapter's own column of that name gives way
+                    split = split.remove_columns(PROMPT_GROUP)
+                self.splits[name] = split.add_column(PROMPT_GROUP, [index.get(s, -1) for s in split["subset"]])
 
     @property
     def aspect_names(self) -> list[str]:
