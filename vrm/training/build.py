@@ -81,13 +81,7 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder, prompt_groups: list[str] |
     arch = {k: m[k] for k in ARCHITECTURE_OPTIONS}
     if arch["prompt_repr"] == "auto":
         arch["prompt_repr"] = "shared" if enc.kind == "decoder" else "separate"
-    if arch["weight_posterior"] == "auto" or m.type == "bt":  # a BT head has no weights to read anything
-        arch["weight_posterior"] = "groups" if m.type == "vrm" and prompt_groups else "prompt"
-    if arch["weight_posterior"] == "groups" and prompt_groups is not None and not prompt_groups:
-        raise ValueError(f"model.weight_posterior=groups needs prompt groups: 2 to {MAX_PROMPT_GROUPS} distinct "
-                         "non-empty values of the training split's `subset` column (the data's subsets or sources), "
-                         "and this data has none; use model.weight_posterior=prompt, or give the pairs a subset")
-    arch["prompt_groups"] = list(prompt_groups) if arch["weight_posterior"] == "groups" and prompt_groups else None
+    arch.update(weight_posterior_of(m, prompt_groups))
     arch.update(head=m.type, encoder_kind=enc.kind, pooling=enc.pooling, encoder_config=enc.model.config.to_dict(),
                 max_sequence_length=cfg.data.max_length, truncation=cfg.data.truncation,
                 use_chat_template=cfg.encoder.use_chat_template, length_chunks=cfg.encoder.length_chunks,
@@ -98,17 +92,34 @@ def architecture(cfg: DictConfig, enc: LoadedEncoder, prompt_groups: list[str] |
     return arch
 
 
-def log_weight_posterior(cfg: DictConfig, arch: dict[str, Any]) -> None:
-    """Say what ``model.weight_posterior=auto`` chose, and from which groups."""
-    if cfg.model.type != "vrm" or cfg.model.weight_posterior != "auto":
-        return
-    groups = arch["prompt_groups"]
-    if groups:
-        log.info("model.weight_posterior=auto: groups (the weights read the prompt's predicted group; %d groups from "
-                 "the training split's subset column: %s)", len(groups), ", ".join(groups))
-    else:
-        log.info("model.weight_posterior=auto: prompt (the training split's subset column has no 2-64 distinct "
-                 "values to group the prompts by)")
+def weight_posterior_of(m: DictConfig, prompt_groups: list[str] | None) -> dict[str, Any]:
+    """``weight_posterior`` and ``prompt_groups`` of the model config ``m`` given the training data's prompt groups
+    (None: not loaded yet); ``auto`` becomes ``groups`` or ``prompt``, and a BT head, which has no weights, ``prompt``."""
+    posterior = m.weight_posterior
+    if posterior == "auto" or m.type == "bt":
+        posterior = "groups" if m.type == "vrm" and prompt_groups else "prompt"
+    if posterior == "groups" and prompt_groups is not None and not prompt_groups:
+        raise ValueError(f"model.weight_posterior=groups needs prompt groups: 2 to {MAX_PROMPT_GROUPS} distinct "
+                         "non-empty values of the training split's `subset` column (the data's subsets or sources), "
+                         "and this data has none; use model.weight_posterior=prompt, or give the pairs a subset")
+    return {"weight_posterior": posterior,
+            "prompt_groups": list(prompt_groups) if posterior == "groups" and prompt_groups else None}
+
+
+def with_prompt_groups(cfg: DictConfig, arch: dict[str, Any], prompt_groups: list[str]) -> dict[str, Any]:
+    """:func:`architecture`'s ``arch`` once the training data's prompt groups are known, checked; says what
+    ``model.weight_posterior=auto`` chose."""
+    arch = {**arch, **weight_posterior_of(cfg.model, prompt_groups)}
+    VRMConfig(**arch)
+    if cfg.model.type == "vrm" and cfg.model.weight_posterior == "auto":
+        groups = arch["prompt_groups"]
+        if groups:
+            log.info("model.weight_posterior=auto: groups (the weights read the prompt's predicted group; %d groups "
+                     "from the training split's subset column: %s)", len(groups), ", ".join(groups))
+        else:
+            log.info("model.weight_posterior=auto: prompt (the training split's subset column has no 2-%d distinct "
+                     "values to group the prompts by)", MAX_PROMPT_GROUPS)
+    return arch
 
 
 def check_max_length(cfg: DictConfig, enc: LoadedEncoder) -> None:
@@ -145,8 +156,7 @@ def build(cfg: DictConfig, output_dir: Path) -> BuiltRun:
     tokenizer_dir = output_dir / TOKENIZER_DIR
     enc.tokenizer.save_pretrained(tokenizer_dir)
     datamodule = build_datamodule(cfg, enc, arch, output_dir)
-    arch = architecture(cfg, enc, datamodule.prompt_groups)
-    log_weight_posterior(cfg, arch)
+    arch = with_prompt_groups(cfg, arch, datamodule.prompt_groups)
     module = build_module(cfg, enc, arch, str(tokenizer_dir), datamodule.test_split_names)
     if cfg.encoder.train_mode == "frozen" and cfg.encoder.feature_cache:
         attach_cached_features(datamodule, module.net, encoder_identity(cfg.encoder.path, enc.model))
